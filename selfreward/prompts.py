@@ -1,0 +1,142 @@
+"""Prompt templates and self-instruction.
+
+Templates are plain text files with ``{name}`` fields. Built-in ones live in
+``selfreward/templates/`` and are named without their ``.txt``; anything else is read as a
+path, so users can bring their own judge or self-instruction template.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+
+# A chat template for tokenizers that ship without one (base models, the built-in world).
+# The assistant turn ends with the EOS token so that SFT teaches the model to stop.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}User: {{ message['content'] }}\n"
+    "{% elif message['role'] == 'assistant' %}Assistant:\n{{ message['content'] }}{{ eos_token }}\n"
+    "{% else %}{{ message['content'] }}\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:\n{% endif %}"
+)
+
+
+def load_template(name_or_path: str) -> str:
+    """Return a template's text: a built-in name (``judge_additive``) or a file path."""
+    builtin = TEMPLATE_DIR / f"{name_or_path}.txt"
+    path = builtin if builtin.is_file() else Path(name_or_path).expanduser()
+    if not path.is_file():
+        names = sorted(p.stem for p in TEMPLATE_DIR.glob("*.txt"))
+        raise FileNotFoundError(
+            f"template {name_or_path!r} is neither a built-in ({', '.join(names)}) nor a file"
+        )
+    return path.read_text(encoding="utf-8").rstrip("\n")
+
+
+def fill(template: str, **fields: str) -> str:
+    """Fill ``{name}`` fields. Unlike ``str.format`` it leaves other braces in user text alone."""
+    missing = [name for name in fields if "{" + name + "}" not in template]
+    if missing:
+        raise ValueError(f"template has no field(s) {missing}; it must contain {{{missing[0]}}}")
+    # Fill in one pass so that a value containing "{response}" is never filled again.
+    pattern = re.compile("|".join(re.escape("{" + name + "}") for name in fields))
+    return pattern.sub(lambda m: fields[m.group(0)[1:-1]], template)
+
+
+def self_instruct_prompt(template: str, examples: list[str]) -> str:
+    """The few-shot prompt that asks a model for one new instruction like ``examples``."""
+    return fill(template, examples="\n".join(examples))
+
+
+def sample_shots(rng: random.Random, pool: list[str], k: int) -> list[str]:
+    """Draw ``k`` distinct demonstrations from ``pool`` (all of it when it is smaller)."""
+    return rng.sample(pool, min(k, len(pool)))
+
+
+# --- Self-Instruct style filters -------------------------------------------------------------
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+|[^\w\s]", text.lower())
+
+
+def rouge_l(a: str, b: str) -> float:
+    """ROUGE-L F1 between two texts over lower-cased word tokens.
+
+    Written here (an LCS in a dozen lines) rather than pulling in ``rouge-score``, whose
+    tokenizer drops digits' context and which adds nltk and absl to the install.
+    """
+    x, y = _words(a), _words(b)
+    if not x or not y:
+        return 0.0
+    prev = [0] * (len(y) + 1)
+    for xi in x:
+        cur = [0]
+        for j, yj in enumerate(y):
+            cur.append(prev[j] + 1 if xi == yj else max(prev[j + 1], cur[j]))
+        prev = cur
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(x), lcs / len(y)
+    return 2 * precision * recall / (precision + recall)
+
+
+@dataclass
+class FilterReport:
+    """How many generated prompts each filter dropped."""
+
+    kept: int = 0
+    empty: int = 0
+    too_short: int = 0
+    too_long: int = 0
+    banned_keyword: int = 0
+    exact_duplicate: int = 0
+    near_duplicate: int = 0
+
+
+def filter_prompts(
+    candidates: list[str],
+    existing: list[str],
+    *,
+    min_chars: int,
+    max_chars: int,
+    max_rouge_l: float,
+    banned_keywords: list[str] | tuple[str, ...] = (),
+) -> tuple[list[str], FilterReport]:
+    """Keep the generated prompts that pass Self-Instruct's filters, in order.
+
+    A prompt is dropped when it is empty, outside ``[min_chars, max_chars]``, contains a banned
+    keyword, repeats a prompt seen before (seed or kept earlier), or has ROUGE-L above
+    ``max_rouge_l`` with any of them (``max_rouge_l >= 1`` turns the near-duplicate test off).
+    """
+    report = FilterReport()
+    seen = {p.strip() for p in existing}
+    pool = [p.strip() for p in existing]
+    kept: list[str] = []
+    banned = [k.lower() for k in banned_keywords]
+    for raw in candidates:
+        text = raw.strip()
+        if not text:
+            report.empty += 1
+        elif len(text) < min_chars:
+            report.too_short += 1
+        elif len(text) > max_chars:
+            report.too_long += 1
+        elif any(k in text.lower() for k in banned):
+            report.banned_keyword += 1
+        elif text in seen:
+            report.exact_duplicate += 1
+        elif max_rouge_l < 1 and any(rouge_l(text, other) > max_rouge_l for other in pool):
+            report.near_duplicate += 1
+        else:
+            kept.append(text)
+            seen.add(text)
+            pool.append(text)
+            report.kept += 1
+    return kept, report

@@ -1,0 +1,192 @@
+"""One generation engine for every stage that generates: prompt writing, sampling, judging, eval.
+
+Stages only see the :class:`Engine` protocol: a list of user messages in, texts out. The
+Hugging Face backend here batches requests, sorts them by length so that padding is small,
+pads on the left, keeps the KV cache on and stops each sequence at end of sequence. Another
+backend (vLLM, several data-parallel processes) plugs in by implementing the same two methods
+and being returned by :func:`load_engine`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from selfreward.prompts import DEFAULT_CHAT_TEMPLATE
+from selfreward.rundir import SelfRewardError
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to decode: ``temperature == 0`` means greedy."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 32
+
+
+class Engine(Protocol):
+    def generate(
+        self, messages: list[str], sampling: Sampling, *, n: int = 1, seed: int = 0, desc: str = "generate"
+    ) -> list[list[str]]:
+        """For each user message, ``n`` completions of the assistant turn (texts, special tokens removed)."""
+        ...
+
+    def next_token_probs(self, messages: list[str], prefix: str, candidates: list[str]) -> list[list[float]]:
+        """For each user message, the probability of each candidate string as the next token
+        after the assistant turn has started with ``prefix``."""
+        ...
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    try:
+        return getattr(torch, dtype)
+    except AttributeError:
+        raise SelfRewardError(f"model.dtype={dtype!r} is not a torch dtype (try float32, bfloat16)") from None
+
+
+def load_tokenizer(path: str, chat_template: str | None = None, trust_remote_code: bool = False):
+    """Load a tokenizer and make it ready for chat-formatted, left-padded batches."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise SelfRewardError(f"cannot load a tokenizer from {path!r}: {str(e).splitlines()[0]}") from None
+    if tokenizer.chat_template is None:
+        # Base models (Llama-2 included) ship no chat template; training and generation must
+        # share one, so give them the same plain template.
+        tokenizer.chat_template = chat_template or DEFAULT_CHAT_TEMPLATE
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_model(path: str, *, dtype: str = "auto", device: str = "auto", attn_implementation: str | None = None,
+               trust_remote_code: bool = False) -> PreTrainedModel:
+    """Load a causal LM (hub id or local folder) onto the configured device, in eval mode."""
+    dev = resolve_device(device)
+    kwargs = {"dtype": resolve_dtype(dtype, dev), "trust_remote_code": trust_remote_code}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
+        raise SelfRewardError(f"model path {path} does not exist")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as e:
+        raise SelfRewardError(f"cannot load a model from {path!r}: {str(e).splitlines()[0]}") from None
+    return model.to(dev).eval()
+
+
+def chat_prompt_ids(tokenizer: PreTrainedTokenizerBase, message: str) -> list[int]:
+    """Token ids of a one-turn chat ending where the assistant starts, exactly as TRL builds
+    the prompt of a conversational example, so generation sees what training saw."""
+    out = tokenizer.apply_chat_template(
+        [{"role": "user", "content": message}], add_generation_prompt=True, tokenize=True, return_dict=True
+    )
+    return list(out["input_ids"])
+
+
+class HFEngine:
+    """The Hugging Face ``generate`` backend."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 64):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.device = next(model.parameters()).device
+        eos = model.generation_config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
+            eos.append(tokenizer.eos_token_id)
+        self.eos_token_ids = eos
+
+    def _batches(self, sequences: list[list[int]], desc: str):
+        """Yield (indices, input_ids, attention_mask) for length-sorted, left-padded batches."""
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]), reverse=True)
+        pad = self.tokenizer.pad_token_id
+        starts = range(0, len(order), self.batch_size)
+        for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=len(starts) < 2):
+            idx = order[start : start + self.batch_size]
+            width = max(len(sequences[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                seq = sequences[i]
+                ids[row, width - len(seq) :] = torch.tensor(seq)
+                mask[row, width - len(seq) :] = 1
+            yield idx, ids.to(self.device), mask.to(self.device)
+
+    @torch.inference_mode()
+    def generate(self, messages, sampling, *, n=1, seed=0, desc="generate"):
+        prompts = [chat_prompt_ids(self.tokenizer, m) for m in messages]
+        # Each of the n samples is its own row so that batches hold a fixed number of sequences.
+        rows = [p for p in prompts for _ in range(n)]
+        texts: list[str] = [""] * len(rows)
+        torch.manual_seed(seed)
+        greedy = sampling.temperature <= 0
+        kwargs = dict(
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=not greedy,
+            use_cache=True,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.eos_token_ids,
+        )
+        if greedy:
+            # Unset the model's sampling defaults so transformers does not warn about them.
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        for idx, ids, mask in self._batches(rows, desc):
+            out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+            new = out[:, ids.shape[1] :]
+            for row, i in enumerate(idx):
+                texts[i] = self.tokenizer.decode(new[row], skip_special_tokens=True)
+        return [texts[k * n : (k + 1) * n] for k in range(len(messages))]
+
+    @torch.inference_mode()
+    def next_token_probs(self, messages, prefix, candidates):
+        cand_ids = []
+        for c in candidates:
+            ids = self.tokenizer.encode(c, add_special_tokens=False)
+            if len(ids) != 1:
+                raise SelfRewardError(f"{c!r} is not a single token for this tokenizer ({ids})")
+            cand_ids.append(ids[0])
+        prefix_ids = self.tokenizer.encode(prefix, add_special_tokens=False) if prefix else []
+        rows = [chat_prompt_ids(self.tokenizer, m) + prefix_ids for m in messages]
+        probs: list[list[float]] = [[] for _ in rows]
+        for idx, ids, mask in self._batches(rows, "score tokens"):
+            logits = self.model(input_ids=ids, attention_mask=mask).logits[:, -1, :].float()
+            p = torch.softmax(logits, dim=-1)[:, cand_ids]
+            for row, i in enumerate(idx):
+                probs[i] = p[row].tolist()
+        return probs
+
+
+def load_engine(model_path: str, cfg_model, cfg_generation) -> HFEngine:
+    """The engine for the model in ``model_path``, with the configured backend."""
+    if cfg_generation.backend != "hf":
+        raise SelfRewardError(f"generation.backend={cfg_generation.backend!r} is not available; choose: hf")
+    tokenizer = load_tokenizer(model_path, cfg_model.chat_template, cfg_model.trust_remote_code)
+    model = load_model(
+        model_path,
+        dtype=cfg_model.dtype,
+        device=cfg_model.device,
+        attn_implementation=cfg_model.attn_implementation,
+        trust_remote_code=cfg_model.trust_remote_code,
+    )
+    return HFEngine(model, tokenizer, batch_size=cfg_generation.batch_size)

@@ -1,0 +1,361 @@
+"""The self-rewarding loop: SFT gives M1, then each iteration t turns M_t into M_{t+1}.
+
+Run directory (one folder per model; every stage writes its files, then ``<stage>.done``)::
+
+    config.yaml          the resolved config; a rerun with a different one stops
+    metrics.jsonl        one line per model M_t
+    data/                seed and held-out data (data.done)
+    m0/model/            the built-in base model (builtin only; base.done)
+    m1/                  model/ (SFT), sft.done, eval_*.jsonl, eval.done
+    m2/                  made by M1: prompts.jsonl, candidates.jsonl, judgments.jsonl, pairs.jsonl,
+                         then model/ (DPO), and M2's measurements
+    m3/ ...
+
+Every stage draws its randomness from a seed derived from (run seed, model, stage), so a run
+that is stopped and started again gives the same files as one that ran straight through.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+import random
+from pathlib import Path
+
+import torch
+import yaml
+from omegaconf import OmegaConf
+
+from selfreward.data import SeedData, load_data, prepare_data
+from selfreward.evaluation import evaluate_judge, evaluate_policy, make_oracle
+from selfreward.generation import Engine, Sampling, load_engine
+from selfreward.judge import judge, judge_message
+from selfreward.pairs import build_pairs
+from selfreward.prompts import filter_prompts, load_template, sample_shots, self_instruct_prompt
+from selfreward.rundir import SelfRewardError, read_json, read_jsonl, run_stage, write_json, write_jsonl
+from selfreward.tracking import Tracker
+from selfreward.training import train_dpo, train_sft
+
+log = logging.getLogger(__name__)
+
+# Keys that may change between a run and its resumption without changing its results.
+RESUMABLE_KEYS = ("iterations", "logger", "threads")
+
+
+def stage_seed(seed: int, model: int, stage: str) -> int:
+    """A seed for one stage, independent of which stages ran in this process."""
+    digest = hashlib.sha256(f"{seed}/{model}/{stage}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") % (2**31)
+
+
+def check_config(cfg, run_dir: Path) -> None:
+    """Save the resolved config, or check that a resumed run uses the same one."""
+    current = OmegaConf.to_container(cfg, resolve=True)
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        from selfreward.rundir import write_text
+
+        write_text(path, yaml.safe_dump(current, sort_keys=False))
+        return
+    saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    changes = [
+        f"{key}: {old!r} -> {new!r}"
+        for key, old, new in _diff(saved, current)
+        if key.split(".")[0] not in RESUMABLE_KEYS
+    ]
+    if changes:
+        more = f" (and {len(changes) - 1} more)" if len(changes) > 1 else ""
+        raise SelfRewardError(
+            f"{run_dir} holds a run made with another config ({changes[0]}{more}); "
+            f"resume it with the same config, or pick another hydra.run.dir"
+        )
+
+
+def _diff(old, new, prefix: str = ""):
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            yield from _diff(old.get(key), new.get(key), f"{prefix}{key}.")
+    elif old != new:
+        yield prefix.rstrip("."), old, new
+
+
+class _Models:
+    """Loads a model's engine when a stage first needs it, and frees it before training."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.path: str | None = None
+        self.engine: Engine | None = None
+
+    def get(self, path: str) -> Engine:
+        if self.path != path:
+            self.free()
+            self.engine = load_engine(path, self.cfg.model, self.cfg.generation)
+            self.path = path
+        return self.engine
+
+    def free(self) -> None:
+        self.engine, self.path = None, None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def write_prompts(engine: Engine, data: SeedData, cfg, *, seed: int, out: Path, earlier: list[str]) -> dict:
+    """Self-instruction: k-shot requests built from seed prompts; the outputs, filtered."""
+    p = cfg.prompts
+    pool = data.seed_prompts
+    if not pool:
+        raise SelfRewardError("no seed prompts to draw self-instruction examples from (ift.jsonl)")
+    rng = random.Random(seed)
+    template = load_template(p.template)
+    requests = [self_instruct_prompt(template, sample_shots(rng, pool, p.shots)) for _ in range(p.n_requests)]
+    outputs = engine.generate(requests, Sampling(p.temperature, p.top_p, p.max_new_tokens), seed=seed,
+                              desc="write prompts")
+    texts = [_first_line(o[0]) if p.first_line_only else o[0].strip() for o in outputs]
+    kept, report = filter_prompts(texts, pool + earlier, min_chars=p.min_chars, max_chars=p.max_chars,
+                                  max_rouge_l=p.max_rouge_l, banned_keywords=p.banned_keywords)
+    if p.max_prompts is not None:
+        kept = kept[: p.max_prompts]
+    write_jsonl(out / "prompts_raw.jsonl", [{"request": r, "output": o[0]} for r, o in zip(requests, outputs)])
+    write_jsonl(out / "prompts.jsonl", [{"prompt": k} for k in kept])
+    info = {**vars(report), "count": len(kept), "requests": len(requests)}
+    if cfg.data.source == "builtin":
+        # Measured with the oracle, never used by the loop: how many prompts are real tasks.
+        from selfreward.world import answer
+
+        info["valid_rate"] = sum(answer(k) is not None for k in kept) / len(kept) if kept else 0.0
+    return info
+
+
+def write_candidates(engine: Engine, cfg, *, seed: int, out: Path) -> dict:
+    """N sampled responses for each new prompt."""
+    g = cfg.generation
+    prompts = [r["prompt"] for r in read_jsonl(out / "prompts.jsonl")]
+    if not prompts:
+        raise SelfRewardError(f"{out}: self-instruction kept no prompts; see prompts_raw.jsonl")
+    outputs = engine.generate(prompts, Sampling(g.temperature, g.top_p, g.max_new_tokens), n=g.n_candidates,
+                              seed=seed, desc="sample candidates")
+    write_jsonl(out / "candidates.jsonl", [{"prompt": p, "responses": o} for p, o in zip(prompts, outputs)])
+    return {"prompts": len(prompts), "candidates": sum(len(o) for o in outputs)}
+
+
+def write_judgments(engine: Engine, cfg, *, seed: int, out: Path) -> dict:
+    """Every candidate judged ``judge.repeats`` times by the model itself."""
+    j = cfg.judge
+    candidates = read_jsonl(out / "candidates.jsonl")
+    items = [(c["prompt"], r) for c in candidates for r in c["responses"]]
+    records = judge(engine, load_template(j.template), items, Sampling(j.temperature, j.top_p, j.max_new_tokens),
+                    repeats=j.repeats, min_score=j.min_score, max_score=j.max_score, seed=seed,
+                    desc="self-judge")
+    write_jsonl(out / "judgments.jsonl", [{"prompt": p, "response": r, **rec} for (p, r), rec in zip(items, records)])
+    judgments = [s for rec in records for s in rec["scores"]]
+    parsed = [s for s in judgments if s is not None]
+    return {
+        "judgments": len(judgments),
+        "parse_failure_rate": 1 - len(parsed) / len(judgments) if judgments else 0.0,
+        "mean_score": sum(parsed) / len(parsed) if parsed else None,
+        "unscored_candidates": sum(rec["score"] is None for rec in records),
+    }
+
+
+def write_pairs(cfg, *, seed: int, out: Path, model: int) -> dict:
+    """Preference pairs from the judged candidates; an iteration without pairs stops the run."""
+    groups: dict[str, dict] = {}
+    judged = read_jsonl(out / "judgments.jsonl")
+    for row in judged:
+        g = groups.setdefault(row["prompt"], {"prompt": row["prompt"], "responses": [], "scores": [], "judgments": []})
+        g["responses"].append(row["response"])
+        g["scores"].append(row["score"])
+        g["judgments"].append(row["judgments"])
+    pairs, stats = build_pairs(list(groups.values()), method=cfg.pairs.method, min_margin=cfg.pairs.min_margin,
+                               seed=seed)
+    if not pairs:
+        raise SelfRewardError(
+            f"iteration {model - 1} made no preference pairs from {stats.prompts} prompts "
+            f"({stats.ties} ties, {stats.too_few_scored} with fewer than 2 scored candidates, "
+            f"{stats.identical_texts} identical); see {out / 'judgments.jsonl'}"
+        )
+    # Keep the judge's text beside each pair for inspection (TRL reads only prompt/chosen/rejected).
+    for pair in pairs:
+        g = groups[pair["prompt"]]
+        pair["chosen_judgments"] = g["judgments"][g["responses"].index(pair["chosen"])]
+        pair["rejected_judgments"] = g["judgments"][g["responses"].index(pair["rejected"])]
+    write_jsonl(out / "pairs.jsonl", pairs)
+    lengths = [(len(p["chosen"]), len(p["rejected"])) for p in pairs]
+    return {
+        **stats.as_dict(),
+        "count": len(pairs),
+        "mean_margin": sum(p["margin"] for p in pairs) / len(pairs),
+        "chosen_length": sum(c for c, _ in lengths) / len(lengths),
+        "rejected_length": sum(r for _, r in lengths) / len(lengths),
+    }
+
+
+def sft_examples(data: SeedData, cfg) -> list[dict]:
+    """IFT pairs as they are, EFT rows as (filled judge template -> judgment)."""
+    template = load_template(cfg.judge.template)
+    ift = [{"prompt": r["prompt"], "completion": r["response"]} for r in data.ift]
+    eft = [{"prompt": judge_message(template, r["prompt"], r["response"]), "completion": r["judgment"]}
+           for r in data.eft]
+    return ift + eft
+
+
+def base_model_path(cfg, run_dir: Path, data_dir: Path) -> tuple[str, str, dict]:
+    """The model SFT starts from, its tokenizer, and the base stage's info."""
+    if cfg.model.name_or_path != "builtin":
+        return cfg.model.name_or_path, cfg.model.tokenizer or cfg.model.name_or_path, {}
+    if cfg.data.source != "builtin":
+        raise SelfRewardError("model=tiny (the built-in model) needs data=builtin: its tokenizer is built from that world")
+    from selfreward import world
+
+    folder = run_dir / "m0"
+
+    def build() -> dict:
+        m = cfg.model
+        tokenizer = world.build_tokenizer(world.corpus(data_dir), vocab_size=m.vocab_size)
+        model = world.build_base_model(
+            tokenizer, hidden_size=m.hidden_size, num_layers=m.num_layers, num_heads=m.num_heads,
+            intermediate_size=m.intermediate_size, max_position_embeddings=m.max_position_embeddings,
+            seed=stage_seed(cfg.seed, 0, "base"),
+        )
+        world.write_base_model(folder / "model", tokenizer, model)
+        return {"parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer)}
+
+    info = run_stage(folder, "base", build)
+    path = str(folder / "model")
+    return path, path, info
+
+
+def _report_to(cfg) -> str:
+    return "wandb" if cfg.logger.backend == "wandb" and cfg.logger.report_training else "none"
+
+
+def run(cfg, run_dir: str | Path) -> list[dict]:
+    """Run (or resume) the whole experiment in ``run_dir``; return the metrics rows."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.iterations < 0:
+        raise SelfRewardError(f"iterations must be >= 0, got {cfg.iterations}")
+    check_config(cfg, run_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    tracker = Tracker(cfg, run_dir)
+    models = _Models(cfg)
+    try:
+        data_dir = run_dir / "data"
+        data_info = run_stage(data_dir, "data", lambda: prepare_data(cfg, data_dir))
+        data = load_data(data_dir, cfg)
+        oracle = make_oracle(cfg, data)
+        base_path, tokenizer_path, base_info = base_model_path(cfg, run_dir, data_dir)
+
+        # M1: supervised fine-tuning on seed IFT + EFT data.
+        m1 = run_dir / "m1"
+        sft_info = run_stage(m1, "sft", lambda: train_sft(
+            base_path, sft_examples(data, cfg), m1 / "model", cfg, tokenizer_path=tokenizer_path,
+            seed=stage_seed(cfg.seed, 1, "sft"), report_to=_report_to(cfg), run_name="sft"))
+        times = {"data": data_info["seconds"], "sft": sft_info["seconds"]}
+        if base_info:
+            times["base"] = base_info["seconds"]
+        rows = [_measure(1, m1, models, data, cfg, oracle, times, tracker, {})]
+
+        for t in range(1, cfg.iterations + 1):
+            rows.append(_iterate(t, run_dir, models, data, cfg, oracle, tracker))
+        return rows
+    finally:
+        models.free()
+        tracker.finish()
+
+
+def _iterate(t: int, run_dir: Path, models: _Models, data: SeedData, cfg, oracle, tracker) -> dict:
+    """Iteration t: M_t writes prompts, samples, judges and pairs; DPO gives M_{t+1}."""
+    current = str(run_dir / f"m{t}" / "model")
+    out = run_dir / f"m{t + 1}"
+    model = t + 1
+
+    def engine() -> Engine:
+        return models.get(current)
+
+    def writer() -> Engine:
+        return engine() if cfg.prompts.writer == "current" else models.get(cfg.prompts.writer)
+
+    earlier = [r["prompt"] for k in range(2, model) for r in read_jsonl(run_dir / f"m{k}" / "prompts.jsonl")]
+    info = {
+        "prompts": run_stage(out, "prompts", lambda: write_prompts(
+            writer(), data, cfg, seed=stage_seed(cfg.seed, model, "prompts"), out=out, earlier=earlier)),
+        "candidates": run_stage(out, "candidates", lambda: write_candidates(
+            engine(), cfg, seed=stage_seed(cfg.seed, model, "candidates"), out=out)),
+        "judgments": run_stage(out, "judgments", lambda: write_judgments(
+            engine(), cfg, seed=stage_seed(cfg.seed, model, "judgments"), out=out)),
+        "pairs": run_stage(out, "pairs", lambda: write_pairs(
+            cfg, seed=stage_seed(cfg.seed, model, "pairs"), out=out, model=model)),
+    }
+    reference = current if cfg.training.dpo.reference == "previous" else str(run_dir / "m1" / "model")
+    if cfg.training.dpo.reference not in ("previous", "sft"):
+        raise SelfRewardError(f"training.dpo.reference must be previous or sft, got {cfg.training.dpo.reference!r}")
+
+    def dpo() -> dict:
+        models.free()
+        return train_dpo(current, reference, read_jsonl(out / "pairs.jsonl"), out / "model", cfg,
+                         seed=stage_seed(cfg.seed, model, "dpo"), report_to=_report_to(cfg), run_name=f"dpo-m{model}")
+
+    info["dpo"] = run_stage(out, "dpo", dpo)
+    times = {stage: i["seconds"] for stage, i in info.items()}
+    counts = {
+        "prompts/count": info["prompts"]["count"],
+        "pairs/count": info["pairs"]["count"],
+        "pairs/tie_rate": info["pairs"]["tie_rate"],
+        "pairs/mean_margin": info["pairs"]["mean_margin"],
+        "pairs/chosen_length": info["pairs"]["chosen_length"],
+        "pairs/rejected_length": info["pairs"]["rejected_length"],
+        "self_judge/parse_failure_rate": info["judgments"]["parse_failure_rate"],
+        "self_judge/mean_score": info["judgments"]["mean_score"],
+    }
+    if "valid_rate" in info["prompts"]:
+        counts["prompts/valid_rate"] = info["prompts"]["valid_rate"]
+    return _measure(model, out, models, data, cfg, oracle, times, tracker, counts,
+                    sample_pairs=read_jsonl(out / "pairs.jsonl"))
+
+
+def _measure(model: int, folder: Path, models: _Models, data: SeedData, cfg, oracle, times: dict, tracker,
+             counts: dict, sample_pairs: list[dict] | None = None) -> dict:
+    """Evaluate M_t (once), write its metrics row, rewrite metrics.jsonl and log."""
+    path = str(folder / "model")
+
+    def evaluate() -> dict:
+        engine = models.get(path)
+        seed = stage_seed(cfg.seed, model, "eval")
+        result = evaluate_judge(engine, data, cfg, seed=seed, out_dir=folder)
+        result.update(evaluate_policy(engine, data, cfg, oracle, seed=seed + 1, out_dir=folder))
+        write_json(folder / "eval.json", result)
+        return {}
+
+    eval_info = run_stage(folder, "eval", evaluate)
+    row = {
+        "model": model,
+        **read_json(folder / "eval.json"),
+        "prompts/count": None,
+        "pairs/count": None,
+        "pairs/tie_rate": None,
+        **counts,
+        **{f"time/{stage}_s": seconds for stage, seconds in {**times, "eval": eval_info["seconds"]}.items()},
+    }
+    write_json(folder / "metrics.json", row)
+    _rewrite_metrics(folder.parent)
+    tracker.log_model(row, sample_pairs)
+    return row
+
+
+def _rewrite_metrics(run_dir: Path) -> None:
+    """metrics.jsonl is rebuilt from each model's metrics.json, so a resume never duplicates lines."""
+    rows = []
+    k = 1
+    while (run_dir / f"m{k}" / "metrics.json").is_file():
+        rows.append(read_json(run_dir / f"m{k}" / "metrics.json"))
+        k += 1
+    write_jsonl(run_dir / "metrics.jsonl", rows)

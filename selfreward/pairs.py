@@ -1,0 +1,82 @@
+"""Preference pairs from judged candidates.
+
+Input: for each prompt its candidates with their mean judge score (``None`` when no judgment
+parsed). Output: TRL's ``prompt``/``chosen``/``rejected`` records with the scores kept beside.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class PairStats:
+    """Why prompts did or did not give a pair."""
+
+    prompts: int = 0
+    pairs: int = 0
+    ties: int = 0  # best and worst scored the same (or within min_margin)
+    too_few_scored: int = 0  # fewer than 2 candidates with a parsed score
+    identical_texts: int = 0  # chosen and rejected are the same text: no signal for DPO
+
+    @property
+    def tie_rate(self) -> float:
+        """Share of prompts with at least two scored candidates that were dropped as ties."""
+        eligible = self.prompts - self.too_few_scored
+        return self.ties / eligible if eligible else float("nan")
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "tie_rate": self.tie_rate}
+
+
+def build_pairs(
+    groups: list[dict], *, method: str = "best_worst", min_margin: float = 0.0, seed: int = 0
+) -> tuple[list[dict], PairStats]:
+    """Turn judged candidates into pairs.
+
+    ``groups``: ``[{"prompt": str, "responses": [str], "scores": [float | None]}]``.
+
+    - ``best_worst`` (the paper): chosen = the highest mean score, rejected = the lowest; the
+      first candidate wins among equals. The prompt is dropped when fewer than two candidates
+      have a score, when the margin is not above ``min_margin`` (a tie when 0), or when the two
+      texts are identical.
+    - ``random`` (a control): two distinct scored candidates drawn at random, chosen/rejected
+      assigned at random, so the pair carries no judge signal. Same drop rules except the margin.
+    """
+    if method not in ("best_worst", "random"):
+        raise ValueError(f"pairs.method must be best_worst or random, got {method!r}")
+    rng = random.Random(seed)
+    stats = PairStats()
+    pairs = []
+    for group in groups:
+        stats.prompts += 1
+        scored = [(s, i) for i, s in enumerate(group["scores"]) if s is not None]
+        if len(scored) < 2:
+            stats.too_few_scored += 1
+            continue
+        if method == "best_worst":
+            # max/min over (score, -index) and (score, index): the first candidate wins ties.
+            best = max(scored, key=lambda t: (t[0], -t[1]))
+            worst = min(scored, key=lambda t: (t[0], t[1]))
+            if best[0] - worst[0] <= min_margin:
+                stats.ties += 1
+                continue
+        else:
+            best, worst = rng.sample(scored, 2)
+        chosen, rejected = group["responses"][best[1]], group["responses"][worst[1]]
+        if chosen.strip() == rejected.strip():
+            stats.identical_texts += 1
+            continue
+        pairs.append(
+            {
+                "prompt": group["prompt"],
+                "chosen": chosen,
+                "rejected": rejected,
+                "chosen_score": best[0],
+                "rejected_score": worst[0],
+                "margin": best[0] - worst[0],
+            }
+        )
+        stats.pairs += 1
+    return pairs, stats

@@ -1,0 +1,47 @@
+"""Templates and the self-instruction filters."""
+
+import pytest
+
+from selfreward.prompts import fill, filter_prompts, load_template, rouge_l, self_instruct_prompt
+
+
+def test_rouge_l_by_hand():
+    # "sort : 3 1 2" vs "sort : 3 2 1": LCS "sort : 3 1" or "sort : 3 2" = 4 of 5 tokens each side.
+    assert rouge_l("sort: 3 1 2", "sort: 3 2 1") == pytest.approx(0.8)
+    assert rouge_l("a b c", "a b c") == 1.0
+    assert rouge_l("a b", "c d") == 0.0
+    # P = 2/2, R = 2/4: F1 = 2 * 1 * 0.5 / 1.5 = 2/3.
+    assert rouge_l("a b", "a x b y") == pytest.approx(2 / 3)
+
+
+def test_filters_count_each_reason():
+    seed = ["sort: 3 1 2"]
+    candidates = ["", "ab", "x" * 50, "draw an image of 3", "sort: 3 1 2", "sort: 3 2 1", "reverse: 9 8 7 6",
+                  "reverse: 9 8 7 6"]
+    kept, report = filter_prompts(candidates, seed, min_chars=5, max_chars=40, max_rouge_l=0.7,
+                                  banned_keywords=["image"])
+    assert kept == ["reverse: 9 8 7 6"]
+    assert (report.empty, report.too_short, report.too_long, report.banned_keyword) == (1, 1, 1, 1)
+    # "sort: 3 2 1" has ROUGE-L 0.8 with the seed prompt; the second "reverse" repeats a kept one.
+    assert (report.exact_duplicate, report.near_duplicate, report.kept) == (2, 1, 1)
+
+
+def test_near_duplicate_filter_can_be_turned_off():
+    kept, _ = filter_prompts(["sort: 3 2 1"], ["sort: 3 1 2"], min_chars=1, max_chars=99, max_rouge_l=1.0)
+    assert kept == ["sort: 3 2 1"]
+
+
+def test_fill_leaves_other_braces_and_fills_once():
+    assert fill("{prompt} {x} {response}", prompt="{response}", response="r") == "{response} {x} r"
+    with pytest.raises(ValueError, match="no field"):
+        fill("no fields", prompt="p")
+
+
+def test_templates_builtin_and_by_path(tmp_path):
+    assert "{response}" in load_template("judge_additive")
+    own = tmp_path / "mine.txt"
+    own.write_text("Rate {prompt} / {response}\n")
+    assert load_template(str(own)) == "Rate {prompt} / {response}"
+    with pytest.raises(FileNotFoundError, match="judge_additive"):
+        load_template("no_such_template")
+    assert self_instruct_prompt("Examples:\n{examples}\nNew:", ["a", "b"]) == "Examples:\na\nb\nNew:"

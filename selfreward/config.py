@@ -177,3 +177,31 @@ class Config:
 def register_configs() -> None:
     """Register the schema so that ``conf/config.yaml`` can start from ``base_config``."""
     ConfigStore.instance().store(name="base_config", node=Config)
+
+
+def validate(cfg) -> None:
+    """Check a composed config against the schema: no unknown keys, values of the right type.
+
+    Hydra's struct mode already rejects a misspelt override; this also catches keys added with
+    ``+key=value`` and configs built by hand (in tests or notebooks).
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from selfreward.rundir import SelfRewardError
+
+    def unknown(schema, node, prefix=""):
+        for key, value in node.items():
+            if key not in schema:
+                yield prefix + str(key)
+            elif isinstance(value, dict) and isinstance(schema[key], dict):
+                yield from unknown(schema[key], value, f"{prefix}{key}.")
+
+    schema = OmegaConf.structured(Config)
+    extra = list(unknown(OmegaConf.to_container(schema), OmegaConf.to_container(cfg, resolve=False)))
+    if extra:
+        raise SelfRewardError(f"invalid config: unknown key {extra[0]!r}" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+    try:
+        OmegaConf.merge(schema, cfg)
+    except OmegaConfBaseException as e:
+        raise SelfRewardError(f"invalid config: {str(e).splitlines()[0]} (key: {e.full_key})") from None

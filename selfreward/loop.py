@@ -27,6 +27,7 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
+from selfreward.config import validate
 from selfreward.data import SeedData, load_data, prepare_data
 from selfreward.evaluation import evaluate_judge, evaluate_policy, make_oracle
 from selfreward.generation import Engine, Sampling, load_engine
@@ -218,7 +219,7 @@ def base_model_path(cfg, run_dir: Path, data_dir: Path) -> tuple[str, str, dict]
 
     def build() -> dict:
         m = cfg.model
-        tokenizer = world.build_tokenizer(world.corpus(data_dir), vocab_size=m.vocab_size)
+        tokenizer = world.build_tokenizer(world.tokenizer_corpus(data_dir), vocab_size=m.vocab_size)
         model = world.build_base_model(
             tokenizer, hidden_size=m.hidden_size, num_layers=m.num_layers, num_heads=m.num_heads,
             intermediate_size=m.intermediate_size, max_position_embeddings=m.max_position_embeddings,
@@ -240,6 +241,7 @@ def run(cfg, run_dir: str | Path) -> list[dict]:
     """Run (or resume) the whole experiment in ``run_dir``; return the metrics rows."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    validate(cfg)
     if cfg.iterations < 0:
         raise SelfRewardError(f"iterations must be >= 0, got {cfg.iterations}")
     check_config(cfg, run_dir)

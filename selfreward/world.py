@@ -1,0 +1,509 @@
+"""The built-in default world: synthetic digit-list tasks with a programmatic oracle.
+
+It lets the whole self-rewarding loop run on a laptop CPU with nothing downloaded:
+
+* a family of instruction tasks over single digits, written ``"<task>: d d d"``
+  (``sort``, ``reverse``, ``unique``, ``evens``), whose answers are digits separated by spaces;
+* an oracle that grades any response with an additive five-check rubric
+  (``relevant``, ``length``, ``half``, ``items``, ``exact``; score 0..5), mirroring the
+  additive judge prompt ``judge_additive_small``;
+* seed and evaluation data files (:func:`build_world`);
+* a byte-level BPE tokenizer trained locally on the world's texts (:func:`build_tokenizer`);
+* a tiny randomly initialised Llama model built from a config (:func:`build_base_model`).
+
+The oracle only builds seed data and measures results; the training loop never calls it.
+
+Self-instruction is taught in SFT. The paper's base model writes new prompts from a few-shot
+prompt without training, but a tiny random-init model has no such ability, so ``ift.jsonl``
+also holds ``n_self_instruct`` demonstrations: the few-shot prompt built from the
+``self_instruct_small`` template and some task prompts, answered by a new task prompt.
+
+Data files written by :func:`build_world` (JSON Lines, UTF-8, one object a line):
+
+* ``ift.jsonl``: ``{"prompt", "response"}``, task prompts with correct answers plus the
+  self-instruction demonstrations;
+* ``eft.jsonl``: ``{"prompt", "response", "judgment", "score"}``, responses of varied quality
+  with the judgment text the model learns to write, balanced over scores;
+* ``eval_prompts.jsonl``: ``{"prompt", "answer"}``, held-out prompts;
+* ``judge_eval.jsonl``: ``{"prompt", "responses", "scores"}``, held-out prompts with several
+  responses and their oracle scores (higher is better);
+* ``world.json``: the config used and the number of rows in each file.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from selfreward.prompts import DEFAULT_CHAT_TEMPLATE, fill, load_template, self_instruct_prompt
+from selfreward.rundir import read_json, read_jsonl, write_json, write_jsonl
+
+TASKS: dict[str, Callable[[list[str]], list[str]]] = {
+    "sort": sorted,
+    "reverse": lambda items: items[::-1],
+    "unique": lambda items: list(dict.fromkeys(items)),
+    "evens": lambda items: [d for d in items if int(d) % 2 == 0],
+}
+
+CHECKS = ("relevant", "length", "half", "items", "exact")
+
+JUDGE_TEMPLATE = "judge_additive_small"
+
+_RESPONSE_RE = re.compile(r"[0-9]( [0-9])*")
+
+# transformers and tokenizers are imported where used, so that the oracle imports quickly.
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+
+# --- Tasks and oracle ------------------------------------------------------------------------
+
+
+def parse_prompt(prompt: str) -> tuple[str, list[str]] | None:
+    """Split ``"sort: 3 1 4"`` into ``("sort", ["3", "1", "4"])``; None if not a valid task.
+
+    A prompt is valid when it names a known task and lists single digits, and its answer is
+    not empty (an ``evens`` prompt with only odd digits has no answer worth grading).
+    """
+    task, sep, rest = prompt.strip().partition(":")
+    items = rest.split()
+    if not sep or task not in TASKS or not items:
+        return None
+    if not all(len(d) == 1 and d in "0123456789" for d in items):
+        return None
+    if not TASKS[task](items):
+        return None
+    return task, items
+
+
+def answer(prompt: str) -> str | None:
+    """The correct answer to a task prompt, or None when the prompt is not a valid task."""
+    parsed = parse_prompt(prompt)
+    if parsed is None:
+        return None
+    task, items = parsed
+    return " ".join(TASKS[task](items))
+
+
+def rubric_checks(prompt: str, response: str) -> dict[str, bool] | None:
+    """The five additive checks for ``response``, in :data:`CHECKS` order; None if invalid prompt.
+
+    ``relevant``: non-empty, only single digits separated by single spaces. The other checks
+    require ``relevant``: ``length`` (as many items as the answer), ``half`` (at least half of
+    the answer's positions hold the right digit), ``items`` (same multiset of digits) and
+    ``exact`` (the answer itself).
+    """
+    expected = answer(prompt)
+    if expected is None:
+        return None
+    want = expected.split()
+    text = response.strip()
+    relevant = _RESPONSE_RE.fullmatch(text) is not None
+    got = text.split() if relevant else []
+    matches = sum(a == b for a, b in zip(got, want))
+    return {
+        "relevant": relevant,
+        "length": relevant and len(got) == len(want),
+        "half": relevant and matches >= len(want) / 2,
+        "items": relevant and sorted(got) == sorted(want),
+        "exact": relevant and got == want,
+    }
+
+
+def oracle_score(prompt: str, response: str) -> int | None:
+    """The rubric score 0..5 (the number of checks passed), or None for an invalid prompt."""
+    checks = rubric_checks(prompt, response)
+    return None if checks is None else sum(checks.values())
+
+
+def is_correct(prompt: str, response: str) -> bool:
+    """Whether ``response`` is exactly the answer; False for an invalid prompt."""
+    checks = rubric_checks(prompt, response)
+    return checks is not None and checks["exact"]
+
+
+def judgment_text(checks: dict[str, bool]) -> str:
+    """The EFT target: ``"relevant yes, length no, ..., exact no\\nScore: 1"``."""
+    verdicts = ", ".join(f"{name} {'yes' if checks[name] else 'no'}" for name in CHECKS)
+    return f"{verdicts}\nScore: {sum(bool(checks[name]) for name in CHECKS)}"
+
+
+# --- Responses of varied quality -------------------------------------------------------------
+
+
+def _other_digit(rng: random.Random, digit: str) -> str:
+    return rng.choice([d for d in "0123456789" if d != digit])
+
+
+def _replace(rng: random.Random, ans: list[str]) -> list[str]:
+    out = list(ans)
+    i = rng.randrange(len(out))
+    out[i] = _other_digit(rng, out[i])
+    return out
+
+
+def _swap(rng: random.Random, ans: list[str]) -> list[str] | None:
+    pairs = [(i, j) for i in range(len(ans)) for j in range(i + 1, len(ans)) if ans[i] != ans[j]]
+    if not pairs:
+        return None
+    i, j = rng.choice(pairs)
+    out = list(ans)
+    out[i], out[j] = out[j], out[i]
+    return out
+
+
+def _drop(rng: random.Random, ans: list[str]) -> list[str] | None:
+    if len(ans) < 2:
+        return None
+    out = list(ans)
+    del out[rng.randrange(len(out))]
+    return out
+
+
+def _add(rng: random.Random, ans: list[str]) -> list[str]:
+    out = list(ans)
+    out.insert(rng.randrange(len(out) + 1), rng.choice("0123456789"))
+    return out
+
+
+def _shuffle(rng: random.Random, ans: list[str]) -> list[str] | None:
+    if len(set(ans)) < 2:
+        return None
+    out = list(ans)
+    while out == ans:
+        rng.shuffle(out)
+    return out
+
+
+def _random_list(rng: random.Random, ans: list[str]) -> list[str]:
+    return [rng.choice("0123456789") for _ in range(rng.randint(1, len(ans) + 2))]
+
+
+# Kinds of response and their weights, tuned so that the oracle scores of a task's responses
+# spread over 0..5 (score 4 only arises from a near miss with the right digits, so it is rare).
+_MUTATIONS: dict[str, tuple[float, Callable[[random.Random, list[str]], list[str] | None]]] = {
+    "correct": (2.0, lambda rng, ans: ans),
+    "replace": (1.5, _replace),
+    "swap": (3.0, _swap),
+    "drop": (1.0, _drop),
+    "add": (1.0, _add),
+    "shuffle": (1.5, _shuffle),
+    "random": (1.5, _random_list),
+}
+_COPY_WEIGHT = 1.0
+_NON_ANSWER_WEIGHT = 2.0
+
+
+def sample_response(rng: random.Random, prompt: str) -> str:
+    """Draw a response of varied quality to a valid task prompt (never an empty string).
+
+    Kinds: the correct answer, one item replaced, two positions swapped, an item dropped, an
+    item added, the answer shuffled, the input copied unchanged, a random digit list, or a
+    non-answer (the task name or ``"?"``).
+    """
+    parsed = parse_prompt(prompt)
+    if parsed is None:
+        raise ValueError(f"not a task prompt of the built-in world: {prompt!r}")
+    task, items = parsed
+    ans = TASKS[task](items)
+    kinds = [*_MUTATIONS, "copy", "non_answer"]
+    weights = [w for w, _ in _MUTATIONS.values()] + [_COPY_WEIGHT, _NON_ANSWER_WEIGHT]
+    while True:
+        kind = rng.choices(kinds, weights=weights)[0]
+        if kind == "copy":
+            return " ".join(items)
+        if kind == "non_answer":
+            return rng.choice([task, "?"])
+        out = _MUTATIONS[kind][1](rng, ans)
+        if out is not None:  # None: this kind cannot change this answer, draw another
+            return " ".join(out)
+
+
+# --- Configuration and prompt space ----------------------------------------------------------
+
+
+@dataclass
+class WorldConfig:
+    """What :func:`build_world` generates; validated on construction."""
+
+    seed: int = 0
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    min_items: int = 3
+    max_items: int = 6
+    n_ift: int = 2000
+    n_self_instruct: int = 300
+    self_instruct_shots: int = 4
+    self_instruct_template: str = "self_instruct_small"
+    n_eft: int = 2000
+    n_eval_prompts: int = 200
+    n_judge_eval: int = 100
+    judge_eval_responses: int = 4
+
+    def __post_init__(self) -> None:
+        self.tasks = list(self.tasks)  # a tuple or an OmegaConf ListConfig would not serialise
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first invalid field."""
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if not self.tasks or unknown or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(
+                f"tasks must be distinct names from {list(TASKS)}, got {self.tasks}"
+            )
+        if self.min_items < 1:
+            raise ValueError(f"min_items must be at least 1, got {self.min_items}")
+        if self.max_items < self.min_items:
+            raise ValueError(
+                f"max_items ({self.max_items}) must be at least min_items ({self.min_items})"
+            )
+        for name in ("n_ift", "n_self_instruct", "n_eft", "n_eval_prompts", "n_judge_eval"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
+        if self.self_instruct_shots < 1:
+            raise ValueError(
+                f"self_instruct_shots must be at least 1, got {self.self_instruct_shots}"
+            )
+        if self.n_self_instruct > 0 and self.n_ift < self.self_instruct_shots:
+            raise ValueError(
+                f"n_ift ({self.n_ift}) must be at least self_instruct_shots "
+                f"({self.self_instruct_shots}) to draw self-instruction shots from"
+            )
+        if self.judge_eval_responses < 2:
+            raise ValueError(
+                f"judge_eval_responses must be at least 2, got {self.judge_eval_responses}"
+            )
+
+
+def _bucket_size(task: str, length: int) -> int:
+    # evens inputs need at least one even digit: all 10^n lists minus the 5^n all-odd ones.
+    return 10**length - 5**length if task == "evens" else 10**length
+
+
+def _distinct_prompts(cfg: WorldConfig, rng: random.Random, n: int) -> list[str]:
+    """``n`` distinct task prompts, task and length uniform over those not yet exhausted."""
+    buckets = [(t, k) for t in cfg.tasks for k in range(cfg.min_items, cfg.max_items + 1)]
+    space = sum(_bucket_size(t, k) for t, k in buckets)
+    if n > space:
+        raise ValueError(
+            f"the world has only {space} distinct prompts (tasks {cfg.tasks}, "
+            f"{cfg.min_items}..{cfg.max_items} items) but the requested disjoint sets need {n}: "
+            "lower the counts or widen tasks/min_items/max_items"
+        )
+    used = {b: 0 for b in buckets}
+    seen: set[str] = set()
+    out: list[str] = []
+    while len(out) < n:
+        task, length = rng.choice([b for b in buckets if used[b] < _bucket_size(*b)])
+        items = [rng.choice("0123456789") for _ in range(length)]
+        prompt = f"{task}: {' '.join(items)}"
+        if prompt in seen or parse_prompt(prompt) is None:
+            continue
+        seen.add(prompt)
+        used[task, length] += 1
+        out.append(prompt)
+    return out
+
+
+# --- Data files ------------------------------------------------------------------------------
+
+
+def _eft_examples(rng: random.Random, prompts: list[str], n: int) -> list[dict]:
+    """``n`` judged responses (fewer only if some score is too rare), balanced over scores.
+
+    Candidates are drawn round after round over ``prompts`` until every score has its share;
+    scores that stay rare cap the others at twice their count.
+    """
+    share = math.ceil(n / (len(CHECKS) + 1))
+    buckets: dict[int, list[dict]] = {s: [] for s in range(len(CHECKS) + 1)}
+    seen: set[tuple[str, str]] = set()
+    for _ in range(50):  # bounded: in a tiny world some scores cannot occur at all
+        if not prompts or all(len(b) >= share for b in buckets.values()):
+            break
+        for prompt in prompts:
+            response = sample_response(rng, prompt)
+            checks = rubric_checks(prompt, response)
+            score = sum(checks.values())
+            if (prompt, response) in seen or len(buckets[score]) >= share:
+                continue
+            seen.add((prompt, response))
+            buckets[score].append(
+                {"prompt": prompt, "response": response,
+                 "judgment": judgment_text(checks), "score": score}
+            )
+    present = [b for b in buckets.values() if b]
+    cap = 2 * min((len(b) for b in present), default=0)
+    # Take round-robin so that trimming to n keeps the scores balanced.
+    pools = [b[:cap] for b in present]
+    rows: list[dict] = []
+    for i in range(max((len(p) for p in pools), default=0)):
+        rows.extend(p[i] for p in pools if i < len(p))
+    rows = rows[:n]
+    rng.shuffle(rows)
+    return rows
+
+
+def _judge_eval_row(rng: random.Random, prompt: str, k: int) -> dict:
+    """``k`` distinct responses to ``prompt`` with at least two different oracle scores."""
+    for _ in range(1000):
+        responses: list[str] = []
+        for _ in range(100 * k):
+            if len(responses) == k:
+                break
+            response = sample_response(rng, prompt)
+            if response not in responses:
+                responses.append(response)
+        scores = [oracle_score(prompt, r) for r in responses]
+        if len(responses) == k and len(set(scores)) >= 2:
+            return {"prompt": prompt, "responses": responses, "scores": scores}
+    raise RuntimeError(f"could not draw {k} distinct, differently scored responses to {prompt!r}")
+
+
+def build_world(cfg: WorldConfig, out_dir: Path | str) -> dict:
+    """Write the world's data files into ``out_dir`` and return what ``world.json`` holds.
+
+    Deterministic given ``cfg.seed``. The task prompts of the eval, judge-eval, IFT, EFT and
+    self-instruction sets are pairwise disjoint, so held-out prompts are never trained on.
+    """
+    cfg.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # Held-out sets are drawn first so that they do not change when training counts do.
+    sizes = [cfg.n_eval_prompts, cfg.n_judge_eval, cfg.n_ift, cfg.n_eft, cfg.n_self_instruct]
+    prompts = iter(_distinct_prompts(cfg, random.Random(cfg.seed), sum(sizes)))
+    eval_p, judge_p, ift_p, eft_p, new_p = ([next(prompts) for _ in range(n)] for n in sizes)
+
+    # One random stream per file, so that drawing one file's rows never shifts another's.
+    template = load_template(cfg.self_instruct_template)
+    si_rng = random.Random(f"{cfg.seed}/self_instruct")
+    ift = [{"prompt": p, "response": answer(p)} for p in ift_p]
+    ift += [
+        {"prompt": self_instruct_prompt(template, si_rng.sample(ift_p, cfg.self_instruct_shots)),
+         "response": target, "kind": "self_instruct"}
+        for target in new_p
+    ]
+    random.Random(f"{cfg.seed}/ift").shuffle(ift)
+    eft = _eft_examples(random.Random(f"{cfg.seed}/eft"), eft_p, cfg.n_eft)
+    evals = [{"prompt": p, "answer": answer(p)} for p in eval_p]
+    judge_rng = random.Random(f"{cfg.seed}/judge_eval")
+    judge = [_judge_eval_row(judge_rng, p, cfg.judge_eval_responses) for p in judge_p]
+
+    files = {"ift.jsonl": ift, "eft.jsonl": eft, "eval_prompts.jsonl": evals,
+             "judge_eval.jsonl": judge}
+    for name, rows in files.items():
+        write_jsonl(out / name, rows)
+    info = {"config": asdict(cfg), "counts": {name: len(rows) for name, rows in files.items()}}
+    write_json(out / "world.json", info)
+    return info
+
+
+# --- Tokenizer and base model ----------------------------------------------------------------
+
+
+def chat_text(prompt: str, response: str | None = None) -> str:
+    """A conversation as :data:`DEFAULT_CHAT_TEMPLATE` renders it, without the EOS token.
+
+    With ``response=None`` it ends with the generation prompt ``"Assistant:\\n"``.
+    """
+    text = f"User: {prompt}\nAssistant:\n"
+    return text if response is None else f"{text}{response}\n"
+
+
+def tokenizer_corpus(world_dir: Path | str) -> list[str]:
+    """The texts to train the world's tokenizer on: the data files as the model will see them.
+
+    IFT pairs and EFT judge prompts are wrapped as chat turns, and the judge and
+    self-instruction templates are added, so that their frequent words become single tokens.
+    """
+    world = Path(world_dir)
+    judge_template = load_template(JUDGE_TEMPLATE)
+    config = read_json(world / "world.json")["config"]
+    si_template = load_template(config["self_instruct_template"])
+    texts = [judge_template, si_template, chat_text("", "")]
+    texts += [chat_text(r["prompt"], r["response"]) for r in read_jsonl(world / "ift.jsonl")]
+    for r in read_jsonl(world / "eft.jsonl"):
+        judge_prompt = fill(judge_template, prompt=r["prompt"], response=r["response"])
+        texts.append(chat_text(judge_prompt, r["judgment"]))
+    # The held-out files are left out: nothing about them should shape the model, not even its vocabulary.
+    return texts
+
+
+def build_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on ``texts``, with ``<pad>``, ``<eos>``, ``<unk>``.
+
+    Returns a ``transformers.PreTrainedTokenizerFast`` that pads on the left, carries :data:`DEFAULT_CHAT_TEMPLATE` and decodes back to the exact text.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "<eos>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(texts, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        pad_token="<pad>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        # The default clean-up would turn " ?" into "?" and break exact round trips.
+        clean_up_tokenization_spaces=False,
+        # Left padding for batched generation; as an init argument it survives saving.
+        padding_side="left",
+    )
+    tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_base_model(
+    tokenizer: PreTrainedTokenizerFast,
+    *,
+    hidden_size: int = 128,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    intermediate_size: int = 384,
+    max_position_embeddings: int = 256,
+    seed: int = 0,
+) -> LlamaForCausalLM:
+    """A randomly initialised ``LlamaForCausalLM`` sized for ``tokenizer`` (seeded, tied)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        # There is no BOS token; EOS doubles as BOS wherever a config needs one.
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.eos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
+def write_base_model(
+    out_dir: Path | str, tokenizer: PreTrainedTokenizerFast, model: LlamaForCausalLM
+) -> None:
+    """Save ``model`` (safetensors) and ``tokenizer`` so that ``from_pretrained`` loads them."""
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)

@@ -1,0 +1,321 @@
+"""Tests for the built-in world: oracle, data files, tokenizer and base model."""
+
+from __future__ import annotations
+
+import collections
+import json
+import random
+
+import pytest
+import torch
+
+from selfreward.prompts import DEFAULT_CHAT_TEMPLATE, fill, load_template
+from selfreward.rundir import read_jsonl
+from selfreward.world import (
+    CHECKS,
+    JUDGE_TEMPLATE,
+    WorldConfig,
+    answer,
+    build_base_model,
+    build_tokenizer,
+    build_world,
+    is_correct,
+    judgment_text,
+    oracle_score,
+    parse_prompt,
+    rubric_checks,
+    sample_response,
+    tokenizer_corpus,
+    write_base_model,
+)
+
+SMALL = dict(n_ift=50, n_self_instruct=10, n_eft=60, n_eval_prompts=20, n_judge_eval=10)
+FILES = ("ift.jsonl", "eft.jsonl", "eval_prompts.jsonl", "judge_eval.jsonl", "world.json")
+
+
+@pytest.fixture(scope="module")
+def world_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world")
+    build_world(WorldConfig(**SMALL), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tokenizer(world_dir):
+    return build_tokenizer(tokenizer_corpus(world_dir))
+
+
+# --- Oracle -----------------------------------------------------------------------------------
+
+
+def test_answers():
+    assert answer("sort: 3 1 4 1") == "1 1 3 4"
+    assert answer("reverse: 3 1 4 1") == "1 4 1 3"
+    assert answer("unique: 3 1 4 1") == "3 1 4"
+    assert answer("evens: 3 1 4 1") == "4"
+    assert parse_prompt("  sort: 3 1 2 ") == ("sort", ["3", "1", "2"])
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    ["", "sort:", "sort 3 1 2", "shuffle: 1 2", "sort: 1 a 2", "sort: 12 3", "Sort: 1 2",
+     "evens: 1 3 5"],  # the last has an empty answer
+)
+def test_invalid_prompts(prompt):
+    assert parse_prompt(prompt) is None
+    assert answer(prompt) is None
+    assert rubric_checks(prompt, "1 2 3") is None
+    assert oracle_score(prompt, "1 2 3") is None
+    assert not is_correct(prompt, "1 2 3")
+    with pytest.raises(ValueError):
+        sample_response(random.Random(0), prompt)
+
+
+@pytest.mark.parametrize(
+    "prompt, response, passed",
+    [
+        # answer 1 2 3, exact.
+        ("sort: 3 1 2", "1 2 3", CHECKS),
+        ("sort: 3 1 2", " 1 2 3\n", CHECKS),  # surrounding whitespace is stripped
+        # answer 1 2 3 vs 1 3 2: position 0 matches, 1 and 2 do not; 1 < 3/2, so no half.
+        ("sort: 3 1 2", "1 3 2", ("relevant", "length", "items")),
+        # answer 2 1 3 vs 3 1 2: only position 1 matches; 1 < 3/2.
+        ("reverse: 3 1 2", "3 1 2", ("relevant", "length", "items")),
+        # answer 1 2 3 4 vs 1 2 4 3: positions 0 and 1 match; 2 >= 4/2.
+        ("sort: 4 3 2 1", "1 2 4 3", ("relevant", "length", "half", "items")),
+        # answer 3 1 2 vs 3 1: positions 0 and 1 match; 2 >= 3/2; multisets differ.
+        ("unique: 3 1 3 2", "3 1", ("relevant", "half")),
+        # answer 2 4 vs 2 4 6: positions 0 and 1 match; 2 >= 2/2.
+        ("evens: 1 2 3 4", "2 4 6", ("relevant", "half")),
+        # answer 1 2 3 vs 9 9 9: right length only.
+        ("sort: 3 1 2", "9 9 9", ("relevant", "length")),
+        # answer 1 2 3 vs 5: digits, nothing else.
+        ("sort: 3 1 2", "5", ("relevant",)),
+        ("sort: 3 1 2", "1  2 3", ()),  # double space
+        ("sort: 3 1 2", "12 3", ()),
+        ("sort: 3 1 2", "1, 2, 3", ()),
+        ("sort: 3 1 2", "sort", ()),
+        ("sort: 3 1 2", "", ()),
+    ],
+)
+def test_rubric_hand_computed(prompt, response, passed):
+    checks = rubric_checks(prompt, response)
+    assert list(checks) == list(CHECKS)
+    assert checks == {name: name in passed for name in CHECKS}
+    assert oracle_score(prompt, response) == len(passed)
+    assert is_correct(prompt, response) == ("exact" in passed)
+
+
+def test_judgment_text():
+    checks = {"relevant": True, "length": False, "half": False, "items": False, "exact": False}
+    assert judgment_text(checks) == "relevant yes, length no, half no, items no, exact no\nScore: 1"
+    assert judgment_text(rubric_checks("sort: 3 1 2", "1 3 2")) == (
+        "relevant yes, length yes, half no, items yes, exact no\nScore: 3"
+    )
+
+
+def test_judge_template_lists_the_checks():
+    template = load_template(JUDGE_TEMPLATE)
+    assert ", ".join(CHECKS) in template
+    assert "{prompt}" in template and "{response}" in template
+
+
+def test_sample_response_spreads_scores():
+    rng = random.Random(0)
+    prompts = ["sort: 5 2 8 2 1", "reverse: 1 2 3 4", "unique: 7 7 3 9 3", "evens: 2 5 4 6 8"]
+    scores = collections.Counter()
+    for prompt in prompts:
+        for _ in range(300):
+            response = sample_response(rng, prompt)
+            assert response.strip()
+            scores[oracle_score(prompt, response)] += 1
+    assert set(scores) == set(range(6))
+    assert min(scores.values()) > 0.05 * sum(scores.values())
+
+
+# --- Config -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(tasks=["sort", "shuffle"]), "tasks"),
+        (dict(tasks=[]), "tasks"),
+        (dict(min_items=0), "min_items"),
+        (dict(min_items=4, max_items=3), "max_items"),
+        (dict(n_ift=-1), "n_ift"),
+        (dict(n_eft=-1), "n_eft"),
+        (dict(n_self_instruct=-1), "n_self_instruct"),
+        (dict(n_eval_prompts=-1), "n_eval_prompts"),
+        (dict(n_judge_eval=-1), "n_judge_eval"),
+        (dict(self_instruct_shots=0), "self_instruct_shots"),
+        (dict(judge_eval_responses=1), "judge_eval_responses"),
+    ],
+)
+def test_config_validation(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        WorldConfig(**kwargs)
+
+
+def test_prompt_space_too_small(tmp_path):
+    # "sort" with one item has 10 distinct prompts; these sets need 11.
+    cfg = WorldConfig(tasks=["sort"], min_items=1, max_items=1, n_ift=5, n_self_instruct=0,
+                      n_eft=2, n_eval_prompts=2, n_judge_eval=2)
+    with pytest.raises(ValueError, match="distinct prompts"):
+        build_world(cfg, tmp_path)
+
+
+def test_small_space_can_be_used_up(tmp_path):
+    cfg = WorldConfig(tasks=["sort"], min_items=1, max_items=1, n_ift=4, n_self_instruct=0,
+                      n_eft=2, n_eval_prompts=2, n_judge_eval=2)
+    build_world(cfg, tmp_path)
+    prompts = [r["prompt"] for name in ("ift.jsonl", "eval_prompts.jsonl", "judge_eval.jsonl")
+               for r in read_jsonl(tmp_path / name)]
+    prompts += {r["prompt"] for r in read_jsonl(tmp_path / "eft.jsonl")}
+    assert len(set(prompts)) == len(prompts) <= 10
+
+
+# --- Data files -------------------------------------------------------------------------------
+
+
+def test_build_world_files(world_dir):
+    info = json.loads((world_dir / "world.json").read_text(encoding="utf-8"))
+    assert info["config"] == {**WorldConfig().__dict__, **SMALL}
+    counts = {"ift.jsonl": 60, "eft.jsonl": 60, "eval_prompts.jsonl": 20, "judge_eval.jsonl": 10}
+    assert info["counts"] == counts
+    for name, n in counts.items():
+        assert len(read_jsonl(world_dir / name)) == n
+    assert sorted(p.name for p in world_dir.iterdir()) == sorted(FILES)  # no .tmp left
+
+
+def test_determinism(tmp_path, world_dir):
+    build_world(WorldConfig(**SMALL), tmp_path / "same")
+    build_world(WorldConfig(**SMALL, seed=1), tmp_path / "other")
+    for name in FILES:
+        assert (tmp_path / "same" / name).read_bytes() == (world_dir / name).read_bytes()
+        if name != "world.json":
+            assert (tmp_path / "other" / name).read_bytes() != (world_dir / name).read_bytes()
+
+
+def test_ift_and_self_instruct(world_dir):
+    rows = read_jsonl(world_dir / "ift.jsonl")
+    tasks = [r for r in rows if parse_prompt(r["prompt"])]
+    demos = [r for r in rows if not parse_prompt(r["prompt"])]
+    assert len(tasks) == SMALL["n_ift"] and len(demos) == SMALL["n_self_instruct"]
+    assert all(is_correct(r["prompt"], r["response"]) for r in tasks)
+    header = load_template("self_instruct_small").split("\n")[0]
+    task_prompts = {r["prompt"] for r in tasks}
+    for r in demos:
+        first, *shots = r["prompt"].split("\n")
+        assert first == header
+        assert len(shots) == 4 and set(shots) <= task_prompts
+        assert parse_prompt(r["response"]) and r["response"] not in task_prompts
+
+
+def test_held_out_prompts_are_disjoint(world_dir):
+    ift = read_jsonl(world_dir / "ift.jsonl")
+    sets = {
+        "ift": {r["prompt"] for r in ift if parse_prompt(r["prompt"])},
+        "self_instruct": {r["response"] for r in ift if not parse_prompt(r["prompt"])},
+        "eft": {r["prompt"] for r in read_jsonl(world_dir / "eft.jsonl")},
+        "eval": {r["prompt"] for r in read_jsonl(world_dir / "eval_prompts.jsonl")},
+        "judge": {r["prompt"] for r in read_jsonl(world_dir / "judge_eval.jsonl")},
+    }
+    names = list(sets)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not sets[a] & sets[b], (a, b)
+    # Self-instruction prompts quote only IFT prompts as shots.
+    held_out = sets["eval"] | sets["judge"]
+    assert not any(p in r["prompt"] for r in ift for p in held_out)
+
+
+def test_eval_prompts(world_dir):
+    for r in read_jsonl(world_dir / "eval_prompts.jsonl"):
+        assert r["answer"] == answer(r["prompt"]) and r["answer"]
+        assert 3 <= len(parse_prompt(r["prompt"])[1]) <= 6
+
+
+def test_eft_balanced_and_consistent(world_dir):
+    rows = read_jsonl(world_dir / "eft.jsonl")
+    for r in rows:
+        assert r["score"] == oracle_score(r["prompt"], r["response"])
+        assert r["judgment"] == judgment_text(rubric_checks(r["prompt"], r["response"]))
+        assert r["response"].strip()
+    counts = collections.Counter(r["score"] for r in rows)
+    assert set(counts) == set(range(6))
+    assert max(counts.values()) <= 2 * min(counts.values())
+    assert len({(r["prompt"], r["response"]) for r in rows}) == len(rows)
+
+
+def test_judge_eval(world_dir):
+    for r in read_jsonl(world_dir / "judge_eval.jsonl"):
+        assert len(r["responses"]) == 4 == len(set(r["responses"]))
+        assert r["scores"] == [oracle_score(r["prompt"], x) for x in r["responses"]]
+        assert len(set(r["scores"])) >= 2
+
+
+# --- Tokenizer and base model -----------------------------------------------------------------
+
+
+def test_tokenizer_round_trip(tokenizer, world_dir):
+    texts = tokenizer_corpus(world_dir)
+    judge = fill(load_template(JUDGE_TEMPLATE), prompt="sort: 3 1 4", response="?")
+    texts += [
+        judge,
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": judge}, {"role": "assistant", "content": "1 3 4"}],
+            tokenize=False,
+        ),
+        "line one\n\nline two  with  spaces\t?",
+    ]
+    for text in texts:
+        assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+
+
+def test_tokenizer_properties(tokenizer):
+    assert len(tokenizer(" 3 1 4")["input_ids"]) == 3
+    assert len(tokenizer(" relevant")["input_ids"]) == 1
+    assert tokenizer.padding_side == "left"
+    assert tokenizer.chat_template == DEFAULT_CHAT_TEMPLATE
+    assert (tokenizer.pad_token, tokenizer.eos_token, tokenizer.unk_token) == (
+        "<pad>", "<eos>", "<unk>"
+    )
+    assert len(tokenizer) <= 512
+    # EOS ends an assistant turn as a single special token.
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "sort: 2 1"}, {"role": "assistant", "content": "1 2"}],
+        tokenize=False,
+    )
+    assert rendered == "User: sort: 2 1\nAssistant:\n1 2<eos>\n"
+    assert tokenizer.eos_token_id in tokenizer(rendered)["input_ids"]
+
+
+def test_base_model_round_trip(tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = build_base_model(tokenizer)
+    assert model.config.vocab_size == len(tokenizer)
+    assert model.get_input_embeddings().weight is model.get_output_embeddings().weight
+    assert model.generation_config.eos_token_id == tokenizer.eos_token_id
+    assert model.generation_config.pad_token_id == tokenizer.pad_token_id
+    same = build_base_model(tokenizer)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), same.parameters()))
+
+    write_base_model(tmp_path, tokenizer, model)
+    assert (tmp_path / "model.safetensors").is_file()
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    loaded_tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert loaded_tok.chat_template == DEFAULT_CHAT_TEMPLATE
+    assert loaded_tok.padding_side == "left"
+    assert loaded_tok.eos_token_id == tokenizer.eos_token_id
+    text = "User: sort: 3 1 4\nAssistant:\n"
+    assert loaded_tok(text)["input_ids"] == tokenizer(text)["input_ids"]
+    assert loaded_tok.decode(loaded_tok(text)["input_ids"]) == text
+
+    batch = tokenizer(["sort: 3 1 4", "reverse: 1 2 3 4 5"], return_tensors="pt", padding=True)
+    model.eval()
+    with torch.no_grad():
+        expected = model(**batch).logits
+        got = loaded(**batch).logits
+    assert torch.equal(expected, got)

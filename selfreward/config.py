@@ -132,7 +132,7 @@ class DPOConfig:
 class TrainingConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
-    gradient_checkpointing: bool = False
+    activation_checkpointing: bool = False  # trade compute for memory on large models
     logging_steps: int = 10
     dataloader_num_workers: int = 0
 

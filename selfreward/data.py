@@ -50,9 +50,15 @@ def prepare_data(cfg, data_dir: Path) -> dict:
     """Fill ``data_dir`` from the configured source; return counts per file."""
     source = cfg.data.source
     if source == "builtin":
-        from selfreward.world import build_world
+        from omegaconf import OmegaConf
 
-        build_world(cfg.data.world, data_dir)
+        from selfreward.world import WorldConfig, build_world
+
+        world = cfg.data.world
+        try:
+            build_world(world if isinstance(world, WorldConfig) else OmegaConf.to_object(world), data_dir)
+        except ValueError as e:
+            raise SelfRewardError(f"data.world: {e}") from None
     elif source == "files":
         if not cfg.data.dir:
             raise SelfRewardError("data.source=files needs data.dir=<folder with ift.jsonl, eft.jsonl, ...>")

@@ -60,8 +60,15 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         raise SelfRewardError(f"model.dtype={dtype!r} is not a torch dtype (try float32, bfloat16)") from None
 
 
+def check_model_path(path: str) -> None:
+    """Fail early and clearly on a local path that does not exist (rather than on a hub lookup)."""
+    if path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
+        raise SelfRewardError(f"model path {path} does not exist")
+
+
 def load_tokenizer(path: str, chat_template: str | None = None, trust_remote_code: bool = False):
     """Load a tokenizer and make it ready for chat-formatted, left-padded batches."""
+    check_model_path(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
@@ -83,8 +90,7 @@ def load_model(path: str, *, dtype: str = "auto", device: str = "auto", attn_imp
     kwargs = {"dtype": resolve_dtype(dtype, dev), "trust_remote_code": trust_remote_code}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    if path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
-        raise SelfRewardError(f"model path {path} does not exist")
+    check_model_path(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as e:

@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 from selfreward.config import validate
 from selfreward.data import SeedData, load_data, prepare_data
 from selfreward.evaluation import evaluate_judge, evaluate_policy, make_oracle
-from selfreward.generation import Engine, Sampling, load_engine
+from selfreward.generation import Engine, Sampling, check_model_path, load_engine
 from selfreward.judge import judge, judge_message
 from selfreward.pairs import build_pairs
 from selfreward.prompts import filter_prompts, load_template, sample_shots, self_instruct_prompt
@@ -210,6 +210,8 @@ def sft_examples(data: SeedData, cfg) -> list[dict]:
 def base_model_path(cfg, run_dir: Path, data_dir: Path) -> tuple[str, str, dict]:
     """The model SFT starts from, its tokenizer, and the base stage's info."""
     if cfg.model.name_or_path != "builtin":
+        check_model_path(cfg.model.name_or_path)
+        check_model_path(cfg.model.tokenizer or cfg.model.name_or_path)
         return cfg.model.name_or_path, cfg.model.tokenizer or cfg.model.name_or_path, {}
     if cfg.data.source != "builtin":
         raise SelfRewardError("model=tiny (the built-in model) needs data=builtin: its tokenizer is built from that world")

@@ -40,7 +40,7 @@ def _trainer_args(stage_cfg, training_cfg, output_dir: Path, seed: int, report_t
         gradient_accumulation_steps=stage_cfg.gradient_accumulation_steps,
         weight_decay=stage_cfg.weight_decay,
         max_length=stage_cfg.max_length,
-        gradient_checkpointing=training_cfg.gradient_checkpointing,
+        activation_checkpointing=training_cfg.activation_checkpointing,
         logging_steps=training_cfg.logging_steps,
         dataloader_num_workers=training_cfg.dataloader_num_workers,
         save_strategy="no",

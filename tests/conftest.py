@@ -1,0 +1,36 @@
+"""Shared helpers: compose the real config (as the CLI does) and shrink it for tests."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from selfreward.config import register_configs
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+register_configs()
+
+# Smaller than experiment=smoke: enough for every stage to do real work in seconds.
+TINY = [
+    "experiment=smoke",
+    "iterations=1",
+    "data.world.n_ift=300",
+    "data.world.n_self_instruct=40",
+    "data.world.n_eft=300",
+    "data.world.n_eval_prompts=16",
+    "data.world.n_judge_eval=8",
+    "prompts.n_requests=24",
+    "training.sft.epochs=2",
+]
+
+
+def compose_config(overrides=()):
+    """The config the CLI would build from these overrides (without Hydra's run dir)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.fixture
+def tiny_config():
+    return lambda *overrides: compose_config([*TINY, *overrides])

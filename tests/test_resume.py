@@ -1,0 +1,67 @@
+"""A run stopped after any stage and started again gives the results of an uninterrupted run."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import selfreward.loop as loop
+from selfreward.rundir import SelfRewardError, read_json, read_jsonl
+
+
+def _stripped(rows):
+    """Metrics rows without wall times, which differ between any two runs."""
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+
+
+def test_interrupted_run_resumes_to_the_same_result(tiny_config, tmp_path, monkeypatch):
+    cfg = tiny_config()
+    straight = tmp_path / "straight"
+    expected = loop.run(cfg, straight)
+
+    # Crash in DPO: data, base model, SFT, M1's eval and the generation stages of iteration 1
+    # are done; the DPO model is not.
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed during DPO")
+
+    broken = tmp_path / "broken"
+    monkeypatch.setattr(loop, "train_dpo", crash)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(cfg, broken)
+    assert (broken / "m2" / "pairs.done").is_file() and not (broken / "m2" / "dpo.done").exists()
+    assert [r["model"] for r in read_jsonl(broken / "metrics.jsonl")] == [1]
+    judged_before = (broken / "m2" / "judgments.jsonl").read_bytes()
+    monkeypatch.undo()
+
+    resumed = loop.run(cfg, broken)
+
+    # Finished stages were not redone, and everything equals the uninterrupted run.
+    assert (broken / "m2" / "judgments.jsonl").read_bytes() == judged_before
+    for name in ("prompts.jsonl", "candidates.jsonl", "judgments.jsonl", "pairs.jsonl"):
+        assert (broken / "m2" / name).read_bytes() == (straight / "m2" / name).read_bytes(), name
+    a = load_file(straight / "m2" / "model" / "model.safetensors")
+    b = load_file(broken / "m2" / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _stripped(resumed) == _stripped(expected)
+    assert _stripped(read_jsonl(broken / "metrics.jsonl")) == _stripped(read_jsonl(straight / "metrics.jsonl"))
+    # Times are those of the run that did the work, read back from the stage markers.
+    assert resumed[1]["time/prompts_s"] == read_json(broken / "m2" / "prompts.done")["seconds"]
+
+
+def test_a_half_written_stage_is_redone(tiny_config, tmp_path, monkeypatch):
+    cfg = tiny_config("iterations=0")
+    loop.run(cfg, tmp_path)
+    # A crash while writing eval files: the outputs exist but the marker does not.
+    (tmp_path / "m1" / "eval.done").unlink()
+    (tmp_path / "m1" / "eval_policy.jsonl").write_text("half a li")
+    rows = loop.run(cfg, tmp_path)
+    assert len(read_jsonl(tmp_path / "m1" / "eval_policy.jsonl")) == 16
+    assert rows[0]["model"] == 1
+
+
+def test_resuming_with_another_config_stops(tiny_config, tmp_path):
+    loop.run(tiny_config("iterations=0"), tmp_path)
+    with pytest.raises(SelfRewardError, match=r"judge.repeats: 2 -> 5"):
+        loop.run(tiny_config("iterations=0", "judge.repeats=5"), tmp_path)
+    # Changing the number of iterations or the logger is allowed: it extends the same run.
+    rows = loop.run(tiny_config("iterations=0", "logger=none"), tmp_path)
+    assert [r["model"] for r in rows] == [1]

@@ -85,6 +85,9 @@ class JudgeConfig:
     """LLM-as-a-Judge: the template, how many judgments per candidate and how to read them."""
 
     template: str = "judge_additive_small"
+    # model: M_t judges itself (the method). oracle: the built-in world's oracle scores the
+    # candidates instead, a control giving the upper bound of a perfect judge.
+    source: str = "model"
     repeats: int = 3  # sampled judgments per candidate; the score is the mean of those that parse
     temperature: float = 0.7
     top_p: float = 0.9
@@ -132,6 +135,10 @@ class DPOConfig:
 class TrainingConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
+    # dpo: each iteration trains on the pairs (the method). sft_best: SFT on the chosen answers
+    # alone, no rejected ones (the paper's negative ablation), with the settings in sft_best.
+    objective: str = "dpo"
+    sft_best: SFTConfig = field(default_factory=lambda: SFTConfig(learning_rate=1e-4, batch_size=16))
     activation_checkpointing: bool = False  # trade compute for memory on large models
     logging_steps: int = 10
     dataloader_num_workers: int = 0

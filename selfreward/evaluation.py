@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from selfreward import metrics
@@ -19,19 +20,30 @@ from selfreward.judge import judge
 from selfreward.prompts import load_template
 from selfreward.rundir import write_jsonl
 
-Oracle = Callable[[str, str], bool]
+@dataclass(frozen=True)
+class Oracle:
+    """Ground truth for measurement: is an answer correct, and (if known) its graded quality."""
+
+    correct: Callable[[str, str], bool]
+    score: Callable[[str, str], float | None] | None = None
 
 
 def make_oracle(cfg, data: SeedData) -> Oracle | None:
-    """The built-in world's checker, exact match on reference answers, or None (no oracle)."""
+    """The built-in world's checker and rubric, exact match on reference answers, or None."""
     if cfg.data.source == "builtin":
-        from selfreward.world import is_correct
+        from selfreward.world import is_correct, oracle_score
 
-        return is_correct
+        return Oracle(is_correct, oracle_score)
     answers = {r["prompt"]: r["answer"] for r in data.eval_prompts if "answer" in r}
     if len(answers) < len(data.eval_prompts):
         return None
-    return lambda prompt, response: response.strip() == str(answers[prompt]).strip()
+    return Oracle(lambda prompt, response: response.strip() == str(answers[prompt]).strip())
+
+
+def head_to_head(scores_a: list[float], scores_b: list[float]) -> dict:
+    """Win/tie/loss of A against B, prompt by prompt (ties count half in ``win_rate``)."""
+    outcomes = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(scores_a, scores_b, strict=True)]
+    return metrics.win_rate(outcomes)
 
 
 def evaluate_judge(engine: Engine, data: SeedData, cfg, *, seed: int, out_dir: Path) -> dict:
@@ -72,13 +84,18 @@ def evaluate_policy(engine: Engine, data: SeedData, cfg, oracle: Oracle | None, 
     for p, g, s in zip(prompts, greedy, sampled):
         row = {"prompt": p, "greedy": g, "sampled": s}
         if oracle is not None:
-            row.update(greedy_correct=oracle(p, g), sampled_correct=oracle(p, s))
+            row.update(greedy_correct=oracle.correct(p, g), sampled_correct=oracle.correct(p, s))
+            if oracle.score is not None:
+                row.update(greedy_score=oracle.score(p, g), sampled_score=oracle.score(p, s))
         rows.append(row)
     write_jsonl(out_dir / "eval_policy.jsonl", rows)
     result = {"policy/mean_length": statistics.fmean(len(g) for g in greedy)}
     if oracle is not None:
         result["policy/oracle_accuracy"] = statistics.fmean(r["greedy_correct"] for r in rows)
         result["policy/oracle_accuracy_sampled"] = statistics.fmean(r["sampled_correct"] for r in rows)
+        if oracle.score is not None:
+            result["policy/oracle_score"] = statistics.fmean(r["greedy_score"] for r in rows)
+            result["policy/oracle_score_sampled"] = statistics.fmean(r["sampled_score"] for r in rows)
     else:
         result["policy/oracle_accuracy"] = result["policy/oracle_accuracy_sampled"] = None
     return result

@@ -21,6 +21,7 @@ import gc
 import hashlib
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,9 +30,9 @@ from omegaconf import OmegaConf
 
 from selfreward.config import validate
 from selfreward.data import SeedData, load_data, prepare_data
-from selfreward.evaluation import evaluate_judge, evaluate_policy, make_oracle
+from selfreward.evaluation import evaluate_judge, evaluate_policy, head_to_head, make_oracle
 from selfreward.generation import Engine, Sampling, check_model_path, load_engine
-from selfreward.judge import judge, judge_message
+from selfreward.judge import judge, judge_message, summarise
 from selfreward.pairs import build_pairs
 from selfreward.prompts import filter_prompts, load_template, sample_shots, self_instruct_prompt
 from selfreward.rundir import SelfRewardError, read_json, read_jsonl, run_stage, write_json, write_jsonl
@@ -146,14 +147,32 @@ def write_candidates(engine: Engine, cfg, *, seed: int, out: Path) -> dict:
     return {"prompts": len(prompts), "candidates": sum(len(o) for o in outputs)}
 
 
-def write_judgments(engine: Engine, cfg, *, seed: int, out: Path) -> dict:
-    """Every candidate judged ``judge.repeats`` times by the model itself."""
+def oracle_judgments(items: list[tuple[str, str]]) -> list[dict]:
+    """The oracle-reward control: the built-in world's rubric scores each candidate once."""
+    from selfreward.world import oracle_score
+
+    records = []
+    for prompt, response in items:
+        score = oracle_score(prompt, response)
+        records.append({"judgments": [f"oracle\nScore: {score}"], "scores": [score], **summarise([score])})
+    return records
+
+
+def write_judgments(engine: Callable[[], Engine], cfg, *, seed: int, out: Path) -> dict:
+    """Every candidate judged ``judge.repeats`` times by the model itself (or by the oracle)."""
     j = cfg.judge
     candidates = read_jsonl(out / "candidates.jsonl")
     items = [(c["prompt"], r) for c in candidates for r in c["responses"]]
-    records = judge(engine, load_template(j.template), items, Sampling(j.temperature, j.top_p, j.max_new_tokens),
-                    repeats=j.repeats, min_score=j.min_score, max_score=j.max_score, seed=seed,
-                    desc="self-judge")
+    if j.source == "oracle":
+        if cfg.data.source != "builtin":
+            raise SelfRewardError("judge.source=oracle needs data=builtin, the only world with an oracle")
+        records = oracle_judgments(items)
+    elif j.source == "model":
+        records = judge(engine(), load_template(j.template), items,
+                        Sampling(j.temperature, j.top_p, j.max_new_tokens), repeats=j.repeats,
+                        min_score=j.min_score, max_score=j.max_score, seed=seed, desc="self-judge")
+    else:
+        raise SelfRewardError(f"judge.source must be model or oracle, got {j.source!r}")
     write_jsonl(out / "judgments.jsonl", [{"prompt": p, "response": r, **rec} for (p, r), rec in zip(items, records)])
     judgments = [s for rec in records for s in rec["scores"]]
     parsed = [s for s in judgments if s is not None]
@@ -295,7 +314,7 @@ def _iterate(t: int, run_dir: Path, models: _Models, data: SeedData, cfg, oracle
         "candidates": run_stage(out, "candidates", lambda: write_candidates(
             engine(), cfg, seed=stage_seed(cfg.seed, model, "candidates"), out=out)),
         "judgments": run_stage(out, "judgments", lambda: write_judgments(
-            engine(), cfg, seed=stage_seed(cfg.seed, model, "judgments"), out=out)),
+            engine, cfg, seed=stage_seed(cfg.seed, model, "judgments"), out=out)),
         "pairs": run_stage(out, "pairs", lambda: write_pairs(
             cfg, seed=stage_seed(cfg.seed, model, "pairs"), out=out, model=model)),
     }
@@ -308,7 +327,16 @@ def _iterate(t: int, run_dir: Path, models: _Models, data: SeedData, cfg, oracle
         return train_dpo(current, reference, read_jsonl(out / "pairs.jsonl"), out / "model", cfg,
                          seed=stage_seed(cfg.seed, model, "dpo"), report_to=_report_to(cfg), run_name=f"dpo-m{model}")
 
-    info["dpo"] = run_stage(out, "dpo", dpo)
+    def sft_best() -> dict:
+        models.free()
+        chosen = [{"prompt": p["prompt"], "completion": p["chosen"]} for p in read_jsonl(out / "pairs.jsonl")]
+        return train_sft(current, chosen, out / "model", cfg, seed=stage_seed(cfg.seed, model, "sft_best"),
+                         stage_cfg=cfg.training.sft_best, report_to=_report_to(cfg), run_name=f"sft-best-m{model}")
+
+    objective = cfg.training.objective
+    if objective not in ("dpo", "sft_best"):
+        raise SelfRewardError(f"training.objective must be dpo or sft_best, got {objective!r}")
+    info[objective] = run_stage(out, objective, dpo if objective == "dpo" else sft_best)
     times = {stage: i["seconds"] for stage, i in info.items()}
     counts = {
         "prompts/count": info["prompts"]["count"],
@@ -343,6 +371,7 @@ def _measure(model: int, folder: Path, models: _Models, data: SeedData, cfg, ora
     row = {
         "model": model,
         **read_json(folder / "eval.json"),
+        **_versus_m1(folder),
         "prompts/count": None,
         "pairs/count": None,
         "pairs/tie_rate": None,
@@ -353,6 +382,22 @@ def _measure(model: int, folder: Path, models: _Models, data: SeedData, cfg, ora
     _rewrite_metrics(folder.parent)
     tracker.log_model(row, sample_pairs)
     return row
+
+
+def _versus_m1(folder: Path) -> dict:
+    """Head-to-head of this model against M1 on the same held-out prompts, judged by the oracle's
+    graded score (ties count half); empty when there is no graded oracle or this is M1."""
+    first = folder.parent / "m1" / "eval_policy.jsonl"
+    if folder.name == "m1" or not first.is_file():
+        return {}
+    mine, base = read_jsonl(folder / "eval_policy.jsonl"), read_jsonl(first)
+    if "greedy_score" not in base[0]:
+        return {}
+    result = {}
+    for mode, suffix in (("greedy", ""), ("sampled", "_sampled")):
+        h2h = head_to_head([r[f"{mode}_score"] for r in mine], [r[f"{mode}_score"] for r in base])
+        result.update({f"h2h/vs_m1_{k}{suffix}": h2h[k] for k in ("win_rate", "win", "tie", "loss")})
+    return result
 
 
 def _rewrite_metrics(run_dir: Path) -> None:

@@ -67,12 +67,13 @@ def _save(trainer, tokenizer, tmp_dir: Path, out_dir: Path, stage_dir: Path) -> 
 
 def train_sft(
     model_path: str, examples: list[dict], out_dir: Path, cfg, *, seed: int, tokenizer_path: str | None = None,
-    report_to: str = "none", run_name: str = "sft",
+    stage_cfg=None, report_to: str = "none", run_name: str = "sft",
 ) -> dict:
     """Supervised fine-tuning on ``[{"prompt", "completion"}]`` with TRL's SFTTrainer.
 
     The loss covers the completion only; prompt and completion are formatted with the
-    tokenizer's chat template, the same one generation uses.
+    tokenizer's chat template, the same one generation uses. ``stage_cfg`` defaults to
+    ``cfg.training.sft``.
     """
     from trl import SFTConfig, SFTTrainer
 
@@ -88,7 +89,7 @@ def train_sft(
         [{"prompt": _user(e["prompt"]), "completion": _assistant(e["completion"])} for e in examples]
     )
     args = SFTConfig(
-        **_trainer_args(cfg.training.sft, cfg.training, work, seed, report_to, run_name),
+        **_trainer_args(stage_cfg or cfg.training.sft, cfg.training, work, seed, report_to, run_name),
         completion_only_loss=True,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)

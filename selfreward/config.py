@@ -88,6 +88,9 @@ class JudgeConfig:
     # model: M_t judges itself (the method). oracle: the built-in world's oracle scores the
     # candidates instead, a control giving the upper bound of a perfect judge.
     source: str = "model"
+    # sample: the mean of `repeats` sampled judgments that parse. expected: one greedy judgment,
+    # scored by the expected value of the judge's probabilities over the score tokens.
+    mode: str = "sample"
     repeats: int = 3  # sampled judgments per candidate; the score is the mean of those that parse
     temperature: float = 0.7
     top_p: float = 0.9
@@ -152,6 +155,11 @@ class EvaluationConfig:
     top_p: float = 0.9
     max_new_tokens: int = 32
     judge_repeats: int | None = None  # null = judge.repeats
+    # A pairwise A/B template (e.g. judge_pairwise) to measure position bias, judged in both
+    # orders on up to `pairwise_pairs` held-out pairs; null skips it.
+    pairwise_template: str | None = None
+    pairwise_pairs: int = 200
+    pairwise_max_new_tokens: int = 128
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 from selfreward import metrics
 from selfreward.data import SeedData, gold_labels
 from selfreward.generation import Engine, Sampling
-from selfreward.judge import judge
+from selfreward.judge import judge, pairwise_verdicts
 from selfreward.prompts import load_template
 from selfreward.rundir import write_jsonl
 
@@ -49,12 +49,8 @@ def head_to_head(scores_a: list[float], scores_b: list[float]) -> dict:
 def evaluate_judge(engine: Engine, data: SeedData, cfg, *, seed: int, out_dir: Path) -> dict:
     """Judge every held-out response and compare with the gold ranking."""
     items = [(row["prompt"], resp) for row in data.judge_eval for resp in row["responses"]]
-    j = cfg.judge
-    records = judge(
-        engine, load_template(j.template), items, Sampling(j.temperature, j.top_p, j.max_new_tokens),
-        repeats=cfg.evaluation.judge_repeats or j.repeats, min_score=j.min_score, max_score=j.max_score,
-        seed=seed, desc="eval judge",
-    )
+    records = judge(engine, load_template(cfg.judge.template), items, cfg.judge,
+                    repeats=cfg.evaluation.judge_repeats, seed=seed, desc="eval judge")
     groups, rows, k = [], [], 0
     for row in data.judge_eval:
         recs = records[k : k + len(row["responses"])]
@@ -66,9 +62,44 @@ def evaluate_judge(engine: Engine, data: SeedData, cfg, *, seed: int, out_dir: P
     write_jsonl(out_dir / "eval_judge.jsonl", rows)
     # The parse-failure rate counts single judgments, not candidates left without any score.
     judgments = [s for r in records for s in r["scores"]]
-    result = metrics.judge_metrics(groups)
+    result = metrics.judge_metrics(groups, top=cfg.judge.max_score)
     result["parse_failure_rate"] = sum(s is None for s in judgments) / len(judgments)
+    # Does the judge prefer longer answers among answers of equal gold quality?
+    result["length_bias"] = metrics.length_bias([r["score"] for r in rows], [len(r["response"]) for r in rows],
+                                                [r["gold"] for r in rows])
     return {f"judge/{key}": value for key, value in result.items()}
+
+
+def evaluate_position_bias(engine: Engine, data: SeedData, cfg, *, seed: int, out_dir: Path) -> dict:
+    """The pairwise template on held-out pairs of different gold quality, in both orders.
+
+    ``judge/position_bias``: the share of parsed verdicts that pick the response shown first,
+    minus 0.5 (0 is unbiased, +0.5 always picks the first). ``judge/pairwise_ab_accuracy``: the
+    share of pairs judged correctly in both orders (an order-dependent verdict is a tie, 0.5).
+    """
+    e = cfg.evaluation
+    triples = []
+    for row in data.judge_eval:
+        gold = gold_labels(row)
+        for i in range(len(gold)):
+            for j in range(i + 1, len(gold)):
+                if gold[i] != gold[j]:
+                    better, worse = (i, j) if gold[i] > gold[j] else (j, i)
+                    triples.append((row["prompt"], row["responses"][better], row["responses"][worse]))
+    triples = triples[: e.pairwise_pairs]
+    verdicts = pairwise_verdicts(engine, load_template(e.pairwise_template), triples,
+                                 max_new_tokens=e.pairwise_max_new_tokens, seed=seed)
+    write_jsonl(out_dir / "eval_pairwise.jsonl", [
+        {"prompt": p, "better": b, "worse": w, "verdict_better_first": v1, "verdict_better_second": v2}
+        for (p, b, w), (v1, v2) in zip(triples, verdicts)])
+    parsed = [v for pair in verdicts for v in pair if v is not None]
+    # Better shown first: "A" is right; better shown second: "B" is right.
+    outcomes = [0.5 * ((v1 == "A") + (v2 == "B")) for v1, v2 in verdicts]
+    return {
+        "judge/position_bias": sum(v == "A" for v in parsed) / len(parsed) - 0.5 if parsed else None,
+        "judge/pairwise_ab_accuracy": statistics.fmean(outcomes) if outcomes else None,
+        "judge/pairwise_ab_parse_failure_rate": 1 - len(parsed) / (2 * len(verdicts)) if verdicts else None,
+    }
 
 
 def evaluate_policy(engine: Engine, data: SeedData, cfg, oracle: Oracle | None, *, seed: int,

@@ -37,9 +37,11 @@ class Engine(Protocol):
         """For each user message, ``n`` completions of the assistant turn (texts, special tokens removed)."""
         ...
 
-    def next_token_probs(self, messages: list[str], prefix: str, candidates: list[str]) -> list[list[float]]:
-        """For each user message, the probability of each candidate string as the next token
-        after the assistant turn has started with ``prefix``."""
+    def continuation_logprobs(
+        self, messages: list[str], prefixes: list[str], continuations: list[str]
+    ) -> list[list[float]]:
+        """For each user message, with the assistant turn started by its prefix, the
+        log-probability of each continuation string (summed over its tokens)."""
         ...
 
 
@@ -165,22 +167,28 @@ class HFEngine:
         return [texts[k * n : (k + 1) * n] for k in range(len(messages))]
 
     @torch.inference_mode()
-    def next_token_probs(self, messages, prefix, candidates):
-        cand_ids = []
-        for c in candidates:
-            ids = self.tokenizer.encode(c, add_special_tokens=False)
-            if len(ids) != 1:
-                raise SelfRewardError(f"{c!r} is not a single token for this tokenizer ({ids})")
-            cand_ids.append(ids[0])
-        prefix_ids = self.tokenizer.encode(prefix, add_special_tokens=False) if prefix else []
-        rows = [chat_prompt_ids(self.tokenizer, m) + prefix_ids for m in messages]
-        probs: list[list[float]] = [[] for _ in rows]
-        for idx, ids, mask in self._batches(rows, "score tokens"):
-            logits = self.model(input_ids=ids, attention_mask=mask).logits[:, -1, :].float()
-            p = torch.softmax(logits, dim=-1)[:, cand_ids]
+    def continuation_logprobs(self, messages, prefixes, continuations):
+        # One row per (message, continuation). Prefix and continuation are tokenized together and
+        # split where the prefix alone stops matching, so merges across the boundary are handled.
+        rows, spans = [], []
+        for message, prefix in zip(messages, prefixes, strict=True):
+            prompt = chat_prompt_ids(self.tokenizer, message)
+            alone = self.tokenizer.encode(prefix, add_special_tokens=False)
+            for cont in continuations:
+                joint = self.tokenizer.encode(prefix + cont, add_special_tokens=False)
+                split = next((k for k, (a, b) in enumerate(zip(alone, joint)) if a != b), min(len(alone), len(joint)))
+                rows.append(prompt + joint)
+                spans.append(len(prompt) + split)
+        logprobs = [0.0] * len(rows)
+        for idx, ids, mask in self._batches(rows, "score continuations"):
+            logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+            token_logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+            width = ids.shape[1]
             for row, i in enumerate(idx):
-                probs[i] = p[row].tolist()
-        return probs
+                start = width - len(rows[i]) + spans[i]  # left padding shifts every position
+                logprobs[i] = token_logprobs[row, start - 1 :].sum().item()
+        k = len(continuations)
+        return [logprobs[m * k : (m + 1) * k] for m in range(len(messages))]
 
 
 def load_engine(model_path: str, cfg_model, cfg_generation) -> HFEngine:

@@ -7,6 +7,7 @@ never become the rejected answer of a pair because the judge failed to answer.
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 
@@ -36,6 +37,16 @@ def parse_score(judgment: str, min_score: int = 0, max_score: int = 5) -> int | 
     return score if min_score <= score <= max_score else None
 
 
+_WINNER_LINE = re.compile(r"^[ \t]*Winner:[ \t]*(\S+)[ \t]*$", re.MULTILINE)
+_QUOTED_PAIR = re.compile(r"<response_([ab])>.*?(?:</response_\1>|\Z)", re.DOTALL)
+
+
+def parse_winner(judgment: str) -> str | None:
+    """``"A"`` or ``"B"`` from the judgment's last ``Winner: X`` line (quoted responses ignored)."""
+    matches = _WINNER_LINE.findall(_QUOTED_PAIR.sub("", judgment))
+    return matches[-1] if matches and matches[-1] in ("A", "B") else None
+
+
 def judge_message(template: str, prompt: str, response: str) -> str:
     """The judge's user message: the template filled with the prompt and the response."""
     return fill(template, prompt=prompt, response=response)
@@ -52,29 +63,76 @@ def summarise(scores: list[int | None]) -> dict:
     }
 
 
-def judge(
-    engine: Engine,
-    template: str,
-    items: list[tuple[str, str]],
-    sampling: Sampling,
-    *,
-    repeats: int,
-    min_score: int,
-    max_score: int,
-    seed: int,
-    desc: str = "judge",
-) -> list[dict]:
-    """Judge each (prompt, response) ``repeats`` times.
+def score_prefix(judgment: str) -> str:
+    """The judgment up to its last ``Score:`` (outside quoted text), where the score token goes;
+    a judgment without one gets a ``Score:`` line appended."""
+    quoted = [m.span() for m in _QUOTED.finditer(judgment)]
+    starts = [m for m in re.finditer(r"^[ \t]*Score:", judgment, re.MULTILINE)
+              if not any(a <= m.start() < b for a, b in quoted)]
+    if starts:
+        return judgment[: starts[-1].end()]
+    return judgment.rstrip() + "\nScore:"
 
-    Returns one record per item: the raw judgment texts, their parsed scores (``None`` where a
-    judgment did not parse) and :func:`summarise`'s mean score and spread.
+
+def expected_scores(engine: Engine, messages: list[str], judgments: list[str], min_score: int,
+                    max_score: int) -> list[dict]:
+    """The expected score under the judge's own distribution over the score tokens.
+
+    After each judgment's ``Score:`` the log-probability of every " N" in range is read, the
+    probabilities are renormalised over the range, and the score is their mean: one judgment
+    instead of k samples, and never a parse failure.
     """
+    values = list(range(min_score, max_score + 1))
+    prefixes = [score_prefix(j) for j in judgments]
+    logprobs = engine.continuation_logprobs(messages, prefixes, [f" {v}" for v in values])
+    records = []
+    for lp in logprobs:
+        top = max(lp)
+        weights = [math.exp(x - top) for x in lp]
+        probs = [w / sum(weights) for w in weights]
+        mean = sum(v * p for v, p in zip(values, probs))
+        spread = math.sqrt(sum(p * (v - mean) ** 2 for v, p in zip(values, probs)))
+        records.append({"score": mean, "score_std": spread, "score_probs": probs})
+    return records
+
+
+def judge(engine: Engine, template: str, items: list[tuple[str, str]], cfg, *, repeats: int | None = None,
+          seed: int, desc: str = "judge") -> list[dict]:
+    """Judge each (prompt, response) with the settings of ``cfg`` (a ``JudgeConfig``).
+
+    ``cfg.mode == "sample"``: ``repeats`` (default ``cfg.repeats``) sampled judgments each; the
+    record holds the raw texts, their parsed scores (``None`` where one did not parse) and
+    :func:`summarise`'s mean and spread. ``cfg.mode == "expected"``: one greedy judgment each,
+    scored by :func:`expected_scores`.
+    """
+    repeats = cfg.repeats if repeats is None else repeats
+    messages = [judge_message(template, p, r) for p, r in items]
+    if cfg.mode == "expected":
+        texts = [o[0] for o in engine.generate(messages, Sampling(0.0, 1.0, cfg.max_new_tokens), seed=seed,
+                                               desc=desc)]
+        expected = expected_scores(engine, messages, texts, cfg.min_score, cfg.max_score)
+        return [{"judgments": [t], "scores": [e["score"]], "n_parsed": 1, "n_failed": 0, **e}
+                for t, e in zip(texts, expected)]
+    if cfg.mode != "sample":
+        raise ValueError(f"judge.mode must be sample or expected, got {cfg.mode!r}")
     if repeats < 1:
         raise ValueError(f"judge.repeats must be at least 1, got {repeats}")
-    messages = [judge_message(template, p, r) for p, r in items]
+    sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     outputs = engine.generate(messages, sampling, n=repeats, seed=seed, desc=desc)
     records = []
     for texts in outputs:
-        scores = [parse_score(t, min_score, max_score) for t in texts]
+        scores = [parse_score(t, cfg.min_score, cfg.max_score) for t in texts]
         records.append({"judgments": texts, "scores": scores, **summarise(scores)})
     return records
+
+
+def pairwise_verdicts(engine: Engine, template: str, triples: list[tuple[str, str, str]], *, max_new_tokens: int,
+                      seed: int, desc: str = "pairwise judge") -> list[tuple[str | None, str | None]]:
+    """For each (prompt, x, y), the greedy verdicts with x shown first and with y shown first."""
+    messages = []
+    for prompt, x, y in triples:
+        messages.append(fill(template, prompt=prompt, response_a=x, response_b=y))
+        messages.append(fill(template, prompt=prompt, response_a=y, response_b=x))
+    texts = [o[0] for o in engine.generate(messages, Sampling(0.0, 1.0, max_new_tokens), seed=seed, desc=desc)]
+    winners = [parse_winner(t) for t in texts]
+    return list(zip(winners[0::2], winners[1::2]))

@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 
 from selfreward.config import validate
 from selfreward.data import SeedData, load_data, prepare_data
-from selfreward.evaluation import evaluate_judge, evaluate_policy, head_to_head, make_oracle
+from selfreward.evaluation import evaluate_judge, evaluate_policy, evaluate_position_bias, head_to_head, make_oracle
 from selfreward.generation import Engine, Sampling, check_model_path, load_engine
 from selfreward.judge import judge, judge_message, summarise
 from selfreward.pairs import build_pairs
@@ -168,9 +168,7 @@ def write_judgments(engine: Callable[[], Engine], cfg, *, seed: int, out: Path) 
             raise SelfRewardError("judge.source=oracle needs data=builtin, the only world with an oracle")
         records = oracle_judgments(items)
     elif j.source == "model":
-        records = judge(engine(), load_template(j.template), items,
-                        Sampling(j.temperature, j.top_p, j.max_new_tokens), repeats=j.repeats,
-                        min_score=j.min_score, max_score=j.max_score, seed=seed, desc="self-judge")
+        records = judge(engine(), load_template(j.template), items, j, seed=seed, desc="self-judge")
     else:
         raise SelfRewardError(f"judge.source must be model or oracle, got {j.source!r}")
     write_jsonl(out / "judgments.jsonl", [{"prompt": p, "response": r, **rec} for (p, r), rec in zip(items, records)])
@@ -363,6 +361,8 @@ def _measure(model: int, folder: Path, models: _Models, data: SeedData, cfg, ora
         engine = models.get(path)
         seed = stage_seed(cfg.seed, model, "eval")
         result = evaluate_judge(engine, data, cfg, seed=seed, out_dir=folder)
+        if cfg.evaluation.pairwise_template:
+            result.update(evaluate_position_bias(engine, data, cfg, seed=seed + 2, out_dir=folder))
         result.update(evaluate_policy(engine, data, cfg, oracle, seed=seed + 1, out_dir=folder))
         write_json(folder / "eval.json", result)
         return {}

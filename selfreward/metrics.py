@@ -184,8 +184,8 @@ def kendall_tau(groups: Sequence[Group]) -> float:
     return _mean_group_correlation(groups, _kendall_tau_b)
 
 
-def judge_metrics(groups: Sequence[Group]) -> dict[str, float]:
-    """All judge metrics for ``groups`` in one dict.
+def judge_metrics(groups: Sequence[Group], top: float = 5) -> dict[str, float]:
+    """All judge metrics for ``groups`` in one dict (``top``: the highest score, for ``five_best``).
 
     Keys: ``pairwise_accuracy``, ``five_best``, ``exact_match``, ``spearman``, ``kendall_tau``
     (as the functions of the same names), ``parse_failure_rate`` (share of ``None`` predictions
@@ -198,7 +198,7 @@ def judge_metrics(groups: Sequence[Group]) -> dict[str, float]:
     n_pairs = sum(int(np.count_nonzero(_pair_signs(gold))) for gold, _ in unpacked)
     return {
         "pairwise_accuracy": pairwise_accuracy(groups),
-        "five_best": five_best(groups),
+        "five_best": five_best(groups, top=top),
         "exact_match": exact_match(groups),
         "spearman": spearman(groups),
         "kendall_tau": kendall_tau(groups),

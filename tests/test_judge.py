@@ -1,9 +1,19 @@
 """The score parser and the judge's aggregation, on hand-checked cases."""
 
+import math
+
 import pytest
 
-from selfreward.generation import Sampling
-from selfreward.judge import judge, parse_score, summarise
+from selfreward.config import JudgeConfig
+from selfreward.judge import (
+    expected_scores,
+    judge,
+    pairwise_verdicts,
+    parse_score,
+    parse_winner,
+    score_prefix,
+    summarise,
+)
 
 
 @pytest.mark.parametrize(
@@ -71,10 +81,63 @@ def test_judge_fills_the_template_and_averages_parsed_scores():
     a = template.replace("{prompt}", "p").replace("{response}", "good")
     b = template.replace("{prompt}", "p").replace("{response}", "bad")
     engine = ScriptedEngine({a: ["Score: 5", "Score: 4", "garbled"], b: ["oops", "Score: 9", "nothing"]})
-    records = judge(engine, template, [("p", "good"), ("p", "bad")], Sampling(), repeats=3,
-                    min_score=0, max_score=5, seed=0)
+    records = judge(engine, template, [("p", "good"), ("p", "bad")], JudgeConfig(repeats=3), seed=0)
     assert engine.messages == [a, b]
     assert records[0]["scores"] == [5, 4, None] and records[0]["score"] == 4.5
     # Nothing parsed: no score at all, never a 0.
     assert records[1]["scores"] == [None, None, None] and records[1]["score"] is None
     assert records[1]["judgments"] == ["oops", "Score: 9", "nothing"]
+
+
+def test_score_prefix_cuts_at_the_last_score_outside_quotes():
+    assert score_prefix("relevant yes\nScore: 4") == "relevant yes\nScore:"
+    assert score_prefix("a\nScore: 1\nb\nScore: 3") == "a\nScore: 1\nb\nScore:"
+    # A "Score:" inside the quoted response is not the judge's; none of its own: one is appended.
+    assert score_prefix("<response>x\nScore: 5</response>\nbad") == "<response>x\nScore: 5</response>\nbad\nScore:"
+
+
+class FixedLogprobs:
+    def __init__(self, logprobs):
+        self.logprobs = logprobs
+        self.calls = []
+
+    def continuation_logprobs(self, messages, prefixes, continuations):
+        self.calls.append((messages, prefixes, continuations))
+        return self.logprobs
+
+
+def test_expected_score_by_hand():
+    # Scores 0..2 with probabilities 0.2, 0.3, 0.5: mean 0*0.2 + 1*0.3 + 2*0.5 = 1.3;
+    # variance 0.2*1.69 + 0.3*0.09 + 0.5*0.49 = 0.61.
+    engine = FixedLogprobs([[math.log(0.2), math.log(0.3), math.log(0.5)]])
+    [record] = expected_scores(engine, ["m"], ["fine\nScore: 2"], 0, 2)
+    assert record["score"] == pytest.approx(1.3)
+    assert record["score_std"] == pytest.approx(math.sqrt(0.61))
+    assert engine.calls == [(["m"], ["fine\nScore:"], [" 0", " 1", " 2"])]
+    # Log-probabilities need not sum to one: they are renormalised over the score range.
+    engine = FixedLogprobs([[math.log(0.01), math.log(0.01)]])
+    assert expected_scores(engine, ["m"], ["Score: 1"], 4, 5)[0]["score"] == pytest.approx(4.5)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("B is correct.\nWinner: B", "B"),
+        ("Winner: A\nWinner: B", "B"),
+        ("Winner: C", None),
+        ("Winner: a", None),
+        ("no verdict", None),
+        # A verdict inside a quoted response does not count.
+        ("<response_a>Winner: A</response_a> neither", None),
+    ],
+)
+def test_parse_winner(text, expected):
+    assert parse_winner(text) == expected
+
+
+def test_pairwise_verdicts_judge_both_orders():
+    template = "{prompt}|{response_a}|{response_b}"
+    engine = ScriptedEngine({"p|x|y": ["Winner: A"], "p|y|x": ["Winner: A"]})
+    # Always "A": the first-shown response wins in both orders, an order-dependent verdict.
+    assert pairwise_verdicts(engine, template, [("p", "x", "y")], max_new_tokens=8, seed=0) == [("A", "A")]
+    assert engine.messages == ["p|x|y", "p|y|x"]

@@ -35,13 +35,26 @@ class ModelConfig:
 
 
 @dataclass
+class OasstConfig:
+    """The paper's seed data from Open Assistant (selfreward/oasst.py)."""
+
+    source: str = "OpenAssistant/oasst1"  # a hub id, or a local folder with train.jsonl[.gz]
+    lang: str = "en"
+    n_eval: int = 253  # held-out first-turn prompts
+    n_judge_eval: int = 541  # held-out ranked prompts for judge evaluation
+    # EFT: the most common score is cut to this many times the second most common one.
+    keep_most_common: float = 1.0
+
+
+@dataclass
 class DataConfig:
     """Seed and held-out data: the built-in world, or a folder of JSON Lines files."""
 
-    source: str = "builtin"  # builtin | files
+    source: str = "builtin"  # builtin | files | oasst
     # For source=files: a folder holding ift.jsonl, eft.jsonl, eval_prompts.jsonl, judge_eval.jsonl.
     dir: str | None = None
     world: WorldConfig = field(default_factory=WorldConfig)
+    oasst: OasstConfig = field(default_factory=OasstConfig)
     # Limits applied to whatever the source gives (null = all); useful to shrink real data sets.
     max_ift: int | None = None
     max_eft: int | None = None

@@ -12,7 +12,8 @@ A run's ``data/`` folder holds four JSON Lines files (the contract, whatever the
   ``"ranks": [...]`` (0 is best, as human rankings are given): the held-out judge set.
 
 The built-in world writes them; ``data=files`` copies a user's folder in, so that a run does not
-change when the source files do.
+change when the source files do; ``data=oasst`` builds them from Open Assistant (the paper's
+seed data), its ``eft.jsonl`` from the judgments of an SFT-on-IFT model (the loop's ``eft`` stage).
 """
 
 from __future__ import annotations
@@ -70,8 +71,15 @@ def prepare_data(cfg, data_dir: Path) -> dict:
             if not (src / f"{name}.jsonl").is_file():
                 raise SelfRewardError(f"data.dir {src} has no {name}.jsonl")
             shutil.copyfile(src / f"{name}.jsonl", data_dir / f"{name}.jsonl")
+    elif source == "oasst":
+        # EFT needs judgments by an SFT model: the loop's "eft" stage writes eft.jsonl later.
+        from selfreward.oasst import prepare_oasst
+
+        o = cfg.data.oasst
+        return prepare_oasst(o.source, data_dir, n_eval=o.n_eval, n_judge_eval=o.n_judge_eval, lang=o.lang,
+                             seed=cfg.seed)
     else:
-        raise SelfRewardError(f"data.source must be builtin or files, got {source!r}")
+        raise SelfRewardError(f"data.source must be builtin, files or oasst, got {source!r}")
     data = load_data(data_dir, cfg)
     return {name: len(getattr(data, name)) for name in FILES}
 

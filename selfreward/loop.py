@@ -224,6 +224,32 @@ def sft_examples(data: SeedData, cfg) -> list[dict]:
     return ift + eft
 
 
+def build_eft(base_path: str, tokenizer_path: str, data_dir: Path, m1: Path, models: _Models, cfg) -> dict:
+    """The paper's EFT data: an SFT-on-IFT model judges human-ranked answers; judgments whose
+    score order agrees with the human ranking are kept, the most common score down-sampled."""
+    from selfreward.oasst import eft_from_judgments
+
+    ift = [{"prompt": r["prompt"], "completion": r["response"]} for r in read_jsonl(data_dir / "ift.jsonl")]
+    info = train_sft(base_path, ift, m1 / "ift_model", cfg, tokenizer_path=tokenizer_path,
+                     seed=stage_seed(cfg.seed, 1, "ift_sft"), report_to=_report_to(cfg), run_name="sft-ift")
+    groups = read_jsonl(data_dir / "eft_groups.jsonl")
+    items = [(g["prompt"], r) for g in groups for r in g["responses"]]
+    records = judge(models.get(str(m1 / "ift_model")), load_template(cfg.judge.template), items, cfg.judge,
+                    repeats=1, seed=stage_seed(cfg.seed, 1, "eft_judge"), desc="EFT judgments")
+    models.free()
+    texts, k = [], 0
+    for g in groups:
+        texts.append([r["judgments"][0] for r in records[k : k + len(g["responses"])]])
+        k += len(g["responses"])
+    eft = eft_from_judgments(groups, texts, min_score=cfg.judge.min_score, max_score=cfg.judge.max_score,
+                             keep_most_common=cfg.data.oasst.keep_most_common, seed=cfg.seed)
+    if not eft:
+        raise SelfRewardError(f"no EFT example: the SFT model's judgments of {len(groups)} ranked prompts never "
+                              f"agreed with the human ranking (see {m1 / 'ift_model'})")
+    write_jsonl(data_dir / "eft.jsonl", eft)
+    return {"eft": len(eft), "groups": len(groups), "ift_sft_loss": info["train_loss"]}
+
+
 def base_model_path(cfg, run_dir: Path, data_dir: Path) -> tuple[str, str, dict]:
     """The model SFT starts from, its tokenizer, and the base stage's info."""
     if cfg.model.name_or_path != "builtin":
@@ -271,12 +297,14 @@ def run(cfg, run_dir: str | Path) -> list[dict]:
     try:
         data_dir = run_dir / "data"
         data_info = run_stage(data_dir, "data", lambda: prepare_data(cfg, data_dir))
+        base_path, tokenizer_path, base_info = base_model_path(cfg, run_dir, data_dir)
+        m1 = run_dir / "m1"
+        if cfg.data.source == "oasst":
+            run_stage(m1, "eft", lambda: build_eft(base_path, tokenizer_path, data_dir, m1, models, cfg))
         data = load_data(data_dir, cfg)
         oracle = make_oracle(cfg, data)
-        base_path, tokenizer_path, base_info = base_model_path(cfg, run_dir, data_dir)
 
         # M1: supervised fine-tuning on seed IFT + EFT data.
-        m1 = run_dir / "m1"
         sft_info = run_stage(m1, "sft", lambda: train_sft(
             base_path, sft_examples(data, cfg), m1 / "model", cfg, tokenizer_path=tokenizer_path,
             seed=stage_seed(cfg.seed, 1, "sft"), report_to=_report_to(cfg), run_name="sft"))

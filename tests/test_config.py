@@ -43,6 +43,13 @@ def test_experiment_files_open_with_the_command_that_runs_them():
         assert lines[1].startswith("# selfreward ") and f"experiment={path.stem}" in lines[1], path
 
 
+def test_an_experiment_file_overrides_the_main_config():
+    cfg = _compose(["experiment=smoke"])
+    assert cfg.experiment_name == "smoke" and cfg.model.hidden_size == 64
+    # The command line still wins over the experiment file.
+    assert _compose(["experiment=smoke", "iterations=1"]).iterations == 1
+
+
 def test_defaults():
     cfg = _compose()
     assert cfg.iterations == 2 and cfg.generation.n_candidates == 4

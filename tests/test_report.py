@@ -1,0 +1,125 @@
+"""The report: aggregation over seeds on hand-computed rows, and the command on a real run."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import selfreward.loop as loop
+from selfreward.report import (
+    KEY_METRICS,
+    PLOTS,
+    Run,
+    aggregate,
+    comparison_table,
+    duplicate_seeds,
+    find_run_dirs,
+    format_stat,
+    main,
+    markdown_table,
+    results_markdown,
+    table_columns,
+)
+from conftest import TINY, compose_config
+
+
+def make_run(experiment, seed, rows):
+    return Run(path=Path(f"runs/{experiment}/seed{seed}"), experiment=experiment, seed=seed, rows=rows)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """One real run with two iterations (M1, M2, M3), shared by the tests that need files.
+
+    One torch thread is over twice as fast for this tiny model on a busy 2-core machine; the
+    process-wide setting is restored afterwards.
+    """
+    path = tmp_path_factory.mktemp("report") / "runs" / "tiny" / "seed0"
+    threads = torch.get_num_threads()
+    try:
+        loop.run(compose_config([*TINY, "iterations=2", "threads=1"]), path)
+    finally:
+        torch.set_num_threads(threads)
+    return path
+
+
+def test_two_seeds_give_mean_and_sample_std():
+    runs = [make_run("a", 0, [{"model": 1, "judge/spearman": 0.2}]),
+            make_run("a", 1, [{"model": 1, "judge/spearman": 0.4}])]
+    s = aggregate(runs)["a"][1]["judge/spearman"]
+    assert s.mean == pytest.approx(0.3)
+    assert s.std == pytest.approx(0.1414214)
+    assert s.n == 2
+    assert format_stat(s) == "0.300 ± 0.141 (n=2)"
+
+
+def test_missing_null_and_nan_values_are_left_out():
+    runs = [make_run("a", 0, [{"model": 1, "pairs/count": None, "judge/spearman": float("nan")},
+                              {"model": 2, "pairs/count": 10, "judge/spearman": 0.5}]),
+            make_run("a", 1, [{"model": 1},
+                              {"model": 2, "pairs/count": 13, "new/key": "text"}])]
+    agg = aggregate(runs)["a"]
+    assert "pairs/count" not in agg[1] and "judge/spearman" not in agg[1]
+    assert agg[2]["judge/spearman"].n == 1
+    assert format_stat(agg[2]["judge/spearman"]) == "0.500 (n=1)"  # one seed: no std
+    assert format_stat(agg[2]["pairs/count"]) == "11.5 ± 2.1 (n=2)"  # a count: one decimal
+    assert "new/key" not in agg[2]
+    table = markdown_table(agg, KEY_METRICS)
+    m1 = next(line for line in table.splitlines() if line.startswith("| M1 |"))
+    assert m1.count("—") == len(KEY_METRICS)
+
+
+def test_tables_group_by_experiment_and_add_h2h_columns():
+    runs = [make_run("dpo", 0, [{"model": 1, "policy/oracle_accuracy": 0.1},
+                                {"model": 2, "policy/oracle_accuracy": 0.3, "h2h/win_rate": 0.6}]),
+            make_run("dpo", 1, [{"model": 1, "policy/oracle_accuracy": 0.2},
+                                {"model": 2, "policy/oracle_accuracy": 0.5, "h2h/win_rate": 0.8}]),
+            make_run("sft", 0, [{"model": 1, "policy/oracle_accuracy": 0.1}])]
+    agg = aggregate(runs)
+    assert list(agg) == ["dpo", "sft"]
+    columns = table_columns(agg)
+    assert columns == [*KEY_METRICS, "h2h/win_rate"]
+    table = markdown_table(agg["dpo"], columns)
+    assert table.splitlines()[0] == "| model | " + " | ".join(columns) + " |"
+    assert "| M2 | — | 0.400 ± 0.141 (n=2) |" in table
+    assert table.rstrip().endswith("0.700 ± 0.141 (n=2) |")
+    comparison = comparison_table(agg, columns).splitlines()
+    assert comparison[2].startswith("| dpo | M2 | — | 0.400 ± 0.141 (n=2) |")
+    assert comparison[3].startswith("| sft | M1 | — | 0.100 (n=1) |")
+
+
+def test_duplicate_seeds_are_reported():
+    runs = [make_run("a", 0, []), make_run("a", 0, []), make_run("a", 1, [])]
+    (warning,) = duplicate_seeds(runs)
+    assert "'a' has seed 0 in 2 run directories" in warning
+    assert f"> Warning: {warning}" in results_markdown(runs, "title")
+
+
+def test_report_on_a_real_run(run_dir, tmp_path, capsys):
+    # The parent folder is searched; the run is found once although it is given twice.
+    out = tmp_path / "report"
+    assert main([str(run_dir.parent.parent), str(run_dir), "--out", str(out), "--title", "Tiny"]) == 0
+    assert find_run_dirs(run_dir.parent.parent) == [run_dir]
+    text = (out / "results.md").read_text(encoding="utf-8")
+    assert text.startswith("# Tiny\n")
+    experiment = compose_config(TINY).experiment_name
+    assert f"## Experiment `{experiment}` (seeds 0)" in text
+    for model in ("M1", "M2", "M3"):
+        assert f"| {model} | " in text
+    assert f"| {experiment} | M3 | " in text
+    assert f"- `{run_dir}`" in text
+    assert "Warning" not in text
+    for name in PLOTS:
+        assert (out / name).stat().st_size > 0, name
+    assert "wrote 6 files" in capsys.readouterr().out
+
+
+def test_a_folder_without_runs_is_an_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "selfreward.report", str(tmp_path), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"selfreward-report: error: {tmp_path}: no run directories (folders holding metrics.jsonl) found"]
+    assert not (tmp_path / "out").exists()

@@ -163,18 +163,24 @@ def write_judgments(engine: Callable[[], Engine], cfg, *, seed: int, out: Path) 
     j = cfg.judge
     candidates = read_jsonl(out / "candidates.jsonl")
     items = [(c["prompt"], r) for c in candidates for r in c["responses"]]
+    # A confident model samples the same answer several times; each distinct answer is judged
+    # once (with all its repeats) and the record shared, which saves work and keeps copies equal.
+    distinct = list(dict.fromkeys(items))
     if j.source == "oracle":
         if cfg.data.source != "builtin":
             raise SelfRewardError("judge.source=oracle needs data=builtin, the only world with an oracle")
-        records = oracle_judgments(items)
+        judged = oracle_judgments(distinct)
     elif j.source == "model":
-        records = judge(engine(), load_template(j.template), items, j, seed=seed, desc="self-judge")
+        judged = judge(engine(), load_template(j.template), distinct, j, seed=seed, desc="self-judge")
     else:
         raise SelfRewardError(f"judge.source must be model or oracle, got {j.source!r}")
+    by_item = dict(zip(distinct, judged))
+    records = [by_item[item] for item in items]
     write_jsonl(out / "judgments.jsonl", [{"prompt": p, "response": r, **rec} for (p, r), rec in zip(items, records)])
-    judgments = [s for rec in records for s in rec["scores"]]
+    judgments = [s for rec in judged for s in rec["scores"]]  # the judgments actually made
     parsed = [s for s in judgments if s is not None]
     return {
+        "distinct_candidates": len(distinct),
         "judgments": len(judgments),
         "parse_failure_rate": 1 - len(parsed) / len(judgments) if judgments else 0.0,
         "mean_score": sum(parsed) / len(parsed) if parsed else None,
@@ -196,8 +202,8 @@ def write_pairs(cfg, *, seed: int, out: Path, model: int) -> dict:
     if not pairs:
         raise SelfRewardError(
             f"iteration {model - 1} made no preference pairs from {stats.prompts} prompts "
-            f"({stats.ties} ties, {stats.too_few_scored} with fewer than 2 scored candidates, "
-            f"{stats.identical_texts} identical); see {out / 'judgments.jsonl'}"
+            f"({stats.ties} ties, {stats.too_few_scored} with fewer than 2 distinct scored candidates); "
+            f"see {out / 'judgments.jsonl'}"
         )
     # Keep the judge's text beside each pair for inspection (TRL reads only prompt/chosen/rejected).
     for pair in pairs:

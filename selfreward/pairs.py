@@ -17,12 +17,11 @@ class PairStats:
     prompts: int = 0
     pairs: int = 0
     ties: int = 0  # best and worst scored the same (or within min_margin)
-    too_few_scored: int = 0  # fewer than 2 candidates with a parsed score
-    identical_texts: int = 0  # chosen and rejected are the same text: no signal for DPO
+    too_few_scored: int = 0  # fewer than 2 distinct candidate texts with a parsed score
 
     @property
     def tie_rate(self) -> float:
-        """Share of prompts with at least two scored candidates that were dropped as ties."""
+        """Share of prompts with at least two distinct scored candidates that were dropped as ties."""
         eligible = self.prompts - self.too_few_scored
         return self.ties / eligible if eligible else float("nan")
 
@@ -37,11 +36,14 @@ def build_pairs(
 
     ``groups``: ``[{"prompt": str, "responses": [str], "scores": [float | None]}]``.
 
+    Candidates with the same text (after stripping whitespace) are one answer: their scores are
+    averaged, so judge noise on identical samples can never make an answer both chosen and
+    rejected. Then:
+
     - ``best_worst`` (the paper): chosen = the highest mean score, rejected = the lowest; the
-      first candidate wins among equals. The prompt is dropped when fewer than two candidates
-      have a score, when the margin is not above ``min_margin`` (a tie when 0), or when the two
-      texts are identical.
-    - ``random`` (a control): two distinct scored candidates drawn at random, chosen/rejected
+      first candidate wins among equals. The prompt is dropped when fewer than two distinct
+      answers have a score, or when the margin is not above ``min_margin`` (a tie when 0).
+    - ``random`` (a control): two distinct scored answers drawn at random, chosen/rejected
       assigned at random, so the pair carries no judge signal. Same drop rules except the margin.
     """
     if method not in ("best_worst", "random"):
@@ -51,7 +53,7 @@ def build_pairs(
     pairs = []
     for group in groups:
         stats.prompts += 1
-        scored = [(s, i) for i, s in enumerate(group["scores"]) if s is not None]
+        scored = _distinct_scored(group["responses"], group["scores"])
         if len(scored) < 2:
             stats.too_few_scored += 1
             continue
@@ -65,9 +67,6 @@ def build_pairs(
         else:
             best, worst = rng.sample(scored, 2)
         chosen, rejected = group["responses"][best[1]], group["responses"][worst[1]]
-        if chosen.strip() == rejected.strip():
-            stats.identical_texts += 1
-            continue
         pairs.append(
             {
                 "prompt": group["prompt"],
@@ -80,3 +79,12 @@ def build_pairs(
         )
         stats.pairs += 1
     return pairs, stats
+
+
+def _distinct_scored(responses: list[str], scores: list[float | None]) -> list[tuple[float, int]]:
+    """(mean score, index of first occurrence) per distinct scored text, in order of appearance."""
+    by_text: dict[str, list] = {}
+    for i, (text, score) in enumerate(zip(responses, scores, strict=True)):
+        if score is not None:
+            by_text.setdefault(text.strip(), [i, []])[1].append(score)
+    return [(sum(s) / len(s), first) for first, s in by_text.values()]

@@ -33,8 +33,15 @@ def test_best_vs_worst_with_failed_parses_and_ties():
 def test_min_margin_and_identical_texts():
     groups = [group("p", ["x", "y"], [3.0, 2.5]), group("q", ["same", "same "], [5.0, 1.0])]
     pairs, stats = build_pairs(groups, min_margin=0.5)
-    # margin 0.5 is not above 0.5: a tie; identical texts (after stripping) carry no signal.
-    assert pairs == [] and stats.ties == 1 and stats.identical_texts == 1
+    # margin 0.5 is not above 0.5: a tie; identical texts (after stripping) are one answer.
+    assert pairs == [] and stats.ties == 1 and stats.too_few_scored == 1
+
+
+def test_identical_texts_pool_their_scores():
+    # "a" was sampled twice and judged 5 and 1 (noise): one answer scoring 3. The pair is then
+    # b (4) over a (3), never a over itself.
+    pairs, _ = build_pairs([group("p", ["a", "b", "a"], [5.0, 4.0, 1.0])])
+    assert [(p["chosen"], p["rejected"], p["chosen_score"], p["rejected_score"]) for p in pairs] == [("b", "a", 4.0, 3.0)]
 
 
 def test_a_failed_parse_is_never_rejected():

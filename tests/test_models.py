@@ -77,3 +77,26 @@ def test_engine_batches_match_one_at_a_time(world, tmp_path):
     engine.batch_size = 4
     assert engine.generate(prompts, sampled, n=3, seed=7) == engine.generate(prompts, sampled, n=3, seed=7)
     assert all(len(o) == 3 for o in engine.generate(prompts, sampled, n=3, seed=7))
+
+
+def test_continuation_logprobs_match_a_plain_forward_pass(world, tmp_path):
+    tokenizer = build_tokenizer(tokenizer_corpus(world))
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=64, vocab_size=len(tokenizer),
+                                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
+    model.eval()
+    from selfreward.generation import HFEngine, chat_prompt_ids
+
+    engine = HFEngine(model, tokenizer, batch_size=3)
+    messages = ["judge this: sort: 3 1 2", "a much longer message: reverse: 9 8 7 6 5 4 3"]
+    prefixes = ["relevant yes\nScore:", "Score:"]
+    got = engine.continuation_logprobs(messages, prefixes, [" 4", " 5"])
+    for message, prefix, row in zip(messages, prefixes, got):
+        for cont, value in zip([" 4", " 5"], row):
+            ids = chat_prompt_ids(tokenizer, message) + tokenizer.encode(prefix + cont, add_special_tokens=False)
+            n = len(tokenizer.encode(cont, add_special_tokens=False))
+            with torch.no_grad():
+                logits = model(torch.tensor([ids])).logits[0]
+            expected = sum(torch.log_softmax(logits[k - 1], -1)[ids[k]].item() for k in range(len(ids) - n, len(ids)))
+            assert value == pytest.approx(expected, abs=1e-4)

@@ -144,6 +144,9 @@ class DPOConfig:
     weight_decay: float = 0.0
     max_length: int = 256
     loss_type: str = "sigmoid"
+    # Weight of an NLL (SFT) loss on the chosen answers added to the DPO loss (as in RPO,
+    # Pang et al. 2024); 0 is plain DPO, the paper's choice.
+    sft_weight: float = 0.0
     reference: str = "previous"  # previous: M_t (the paper); sft: M1 for every iteration
 
 

@@ -121,7 +121,8 @@ def train_dpo(
     args = DPOConfig(
         **_trainer_args(dpo, cfg.training, work, seed, report_to, run_name),
         beta=dpo.beta,
-        loss_type=[dpo.loss_type],
+        loss_type=[dpo.loss_type, "sft"] if dpo.sft_weight else [dpo.loss_type],
+        loss_weights=[1.0, dpo.sft_weight] if dpo.sft_weight else None,
     )
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
                          processing_class=tokenizer)

@@ -127,10 +127,16 @@ def is_correct(prompt: str, response: str) -> bool:
     return checks is not None and checks["exact"]
 
 
-def judgment_text(checks: dict[str, bool]) -> str:
-    """The EFT target: ``"relevant yes, length no, ..., exact no\\nScore: 1"``."""
+def judgment_text(checks: dict[str, bool], solution: str) -> str:
+    """The EFT target: the judge's own solution, then each check, then the total:
+    ``"solution 1 2 3\\nrelevant yes, length no, ..., exact no\\nScore: 1"``.
+
+    Writing the solution first turns every check into a comparison of two short digit lists,
+    which a small model does far more reliably than checking against an answer it never wrote
+    down (the judge is then right whenever its own solution is).
+    """
     verdicts = ", ".join(f"{name} {'yes' if checks[name] else 'no'}" for name in CHECKS)
-    return f"{verdicts}\nScore: {sum(bool(checks[name]) for name in CHECKS)}"
+    return f"solution {solution}\n{verdicts}\nScore: {sum(bool(checks[name]) for name in CHECKS)}"
 
 
 # --- Responses of varied quality -------------------------------------------------------------
@@ -333,7 +339,7 @@ def _eft_examples(rng: random.Random, prompts: list[str], n: int) -> list[dict]:
             seen.add((prompt, response))
             buckets[score].append(
                 {"prompt": prompt, "response": response,
-                 "judgment": judgment_text(checks), "score": score}
+                 "judgment": judgment_text(checks, answer(prompt)), "score": score}
             )
     present = [b for b in buckets.values() if b]
     cap = 2 * min((len(b) for b in present), default=0)

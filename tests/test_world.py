@@ -108,9 +108,9 @@ def test_rubric_hand_computed(prompt, response, passed):
 
 def test_judgment_text():
     checks = {"relevant": True, "length": False, "half": False, "items": False, "exact": False}
-    assert judgment_text(checks) == "relevant yes, length no, half no, items no, exact no\nScore: 1"
-    assert judgment_text(rubric_checks("sort: 3 1 2", "1 3 2")) == (
-        "relevant yes, length yes, half no, items yes, exact no\nScore: 3"
+    assert judgment_text(checks, "4 5") == "solution 4 5\nrelevant yes, length no, half no, items no, exact no\nScore: 1"
+    assert judgment_text(rubric_checks("sort: 3 1 2", "1 3 2"), "1 2 3") == (
+        "solution 1 2 3\nrelevant yes, length yes, half no, items yes, exact no\nScore: 3"
     )
 
 
@@ -240,7 +240,7 @@ def test_eft_balanced_and_consistent(world_dir):
     rows = read_jsonl(world_dir / "eft.jsonl")
     for r in rows:
         assert r["score"] == oracle_score(r["prompt"], r["response"])
-        assert r["judgment"] == judgment_text(rubric_checks(r["prompt"], r["response"]))
+        assert r["judgment"] == judgment_text(rubric_checks(r["prompt"], r["response"]), answer(r["prompt"]))
         assert r["response"].strip()
     counts = collections.Counter(r["score"] for r in rows)
     assert set(counts) == set(range(6))

@@ -1,0 +1,76 @@
+"""Measurements of a model, with scripted engines so that every number is known by hand."""
+
+import pytest
+
+from selfreward.data import SeedData
+from selfreward.evaluation import evaluate_judge, evaluate_position_bias, head_to_head
+from selfreward.rundir import read_jsonl
+
+
+def test_head_to_head_by_hand():
+    # 5>4 win, 3=3 tie, 4<5 loss, 2>0 win: wins 2/4, ties 1/4, losses 1/4; win rate 0.5 + 0.125.
+    result = head_to_head([5, 3, 4, 2], [4, 3, 5, 0])
+    assert (result["win"], result["tie"], result["loss"], result["win_rate"]) == (0.5, 0.25, 0.25, 0.625)
+    with pytest.raises(ValueError):
+        head_to_head([1, 2], [1])
+
+
+class ScoreByResponse:
+    """A judge that gives each response a fixed verdict text, whatever the template."""
+
+    def __init__(self, verdicts):
+        self.verdicts = verdicts
+
+    def generate(self, messages, sampling, *, n=1, seed=0, desc=""):
+        return [[self._verdict(m)] * n for m in messages]
+
+    def _verdict(self, message):
+        if "<response_a>" in message:  # pairwise: always the first one shown
+            return "Winner: A"
+        response = message.split("<response>")[1].split("</response>")[0]
+        return self.verdicts[response]
+
+
+class Cfg:
+    class judge:
+        template, mode, repeats = "judge_additive_small", "sample", 2
+        temperature, top_p, max_new_tokens, min_score, max_score = 0.7, 0.9, 48, 0, 5
+
+    class evaluation:
+        judge_repeats = None
+        pairwise_template, pairwise_pairs, pairwise_max_new_tokens = "judge_pairwise", 10, 16
+
+
+def _data(judge_eval):
+    return SeedData(ift=[], eft=[], eval_prompts=[], judge_eval=judge_eval)
+
+
+def test_evaluate_judge_by_hand(tmp_path):
+    data = _data([
+        {"prompt": "p", "responses": ["good", "ok", "bad"], "scores": [5, 3, 0]},
+        {"prompt": "q", "responses": ["x", "y"], "ranks": [0, 1]},
+    ])
+    engine = ScoreByResponse({"good": "Score: 5", "ok": "Score: 1", "bad": "Score: 2", "x": "nonsense",
+                              "y": "Score: 4"})
+    result = evaluate_judge(engine, data, Cfg, seed=0, out_dir=tmp_path)
+    # Group p: pairs (good,ok) right, (good,bad) right, (ok,bad) wrong (1 < 2); group q: x has no
+    # score, so its pair counts as wrong. 2 of 4 pairs: 0.5.
+    assert result["judge/pairwise_accuracy"] == 0.5
+    # Exact match: p's order is wrong, q has a failure: 0 of 2. 5-best: p's best got 5, q's has none: 1/2.
+    assert result["judge/exact_match"] == 0.0 and result["judge/five_best"] == 0.5
+    # 2 judgments per response, those of x fail: 2 of 10.
+    assert result["judge/parse_failure_rate"] == pytest.approx(0.2)
+    # Spearman on p only (q has a None): gold ranks (3,2,1) vs judge ranks (3,1,2): rho = 0.5.
+    assert result["judge/spearman"] == pytest.approx(0.5)
+    rows = read_jsonl(tmp_path / "eval_judge.jsonl")
+    assert [r["score"] for r in rows] == [5, 1, 2, None, 4] and rows[3]["judgments"] == ["nonsense"] * 2
+
+
+def test_position_bias_of_a_judge_that_always_picks_the_first(tmp_path):
+    data = _data([{"prompt": "p", "responses": ["a", "b", "c"], "scores": [2, 1, 1]}])
+    result = evaluate_position_bias(ScoreByResponse({}), data, Cfg, seed=0, out_dir=tmp_path)
+    # Pairs with different gold: (a,b), (a,c). Every verdict picks the first shown: bias +0.5;
+    # each pair is right in one order only: accuracy 0.5.
+    assert result["judge/position_bias"] == 0.5
+    assert result["judge/pairwise_ab_accuracy"] == 0.5
+    assert result["judge/pairwise_ab_parse_failure_rate"] == 0.0

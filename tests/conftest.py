@@ -21,7 +21,7 @@ TINY = [
     "data.world.n_eval_prompts=16",
     "data.world.n_judge_eval=8",
     "prompts.n_requests=24",
-    "training.sft.epochs=2",
+    "training.sft.epochs=5",
 ]
 
 

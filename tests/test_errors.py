@@ -56,7 +56,7 @@ def test_bad_world_config(tiny_config, tmp_path):
 def test_an_iteration_without_pairs_stops_and_keeps_finished_stages(tiny_config, tmp_path):
     # One token per judgment cannot reach a "Score: N" line: nothing parses, so there are no pairs.
     cfg = tiny_config("judge.max_new_tokens=1")
-    with pytest.raises(SelfRewardError, match="made no preference pairs from 2[0-9] prompts"):
+    with pytest.raises(SelfRewardError, match=r"made no preference pairs from \d+ prompts \(0 ties, \d+ with fewer than 2 distinct scored"):
         loop.run(cfg, tmp_path)
     assert (tmp_path / "m1" / "sft.done").is_file() and (tmp_path / "m2" / "judgments.done").is_file()
     assert not (tmp_path / "m2" / "pairs.done").exists()

@@ -44,8 +44,6 @@ What it does not do:
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import math
 import random
 import sys
@@ -54,7 +52,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from selfreward.rundir import SelfRewardError, write_jsonl
+from selfreward.rundir import SelfRewardError, read_jsonl, write_jsonl
 
 HUB_ID = "OpenAssistant/oasst1"
 _SUFFIXES = (".jsonl", ".jsonl.gz")
@@ -76,11 +74,11 @@ def load_messages(source: str, split: str = "train") -> list[dict]:
         split_path = _split_file(path, split)
         if split_path is None:
             raise SelfRewardError(f"{path} has no {split}.jsonl or {split}.jsonl.gz")
-        return _read_messages(split_path)
+        return read_jsonl(split_path)
     if path.is_file():
         if not path.name.endswith(_SUFFIXES):
             raise SelfRewardError(f"{path}: expected a .jsonl or .jsonl.gz file of oasst1 messages")
-        return _read_messages(path)
+        return read_jsonl(path)
     return _load_dataset(source, split)
 
 
@@ -97,24 +95,6 @@ def _has_split(source: str, split: str) -> bool:
     if path.is_dir():
         return _split_file(path, split) is not None
     return not path.is_file()
-
-
-def _read_messages(path: Path) -> list[dict]:
-    """Read JSON Lines, gzipped or not, naming the file and line of a malformed record."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    rows = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SelfRewardError(f"{path}:{number}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise SelfRewardError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
 
 
 def _load_dataset(source: str, split: str) -> list[dict]:

@@ -7,6 +7,7 @@ crash never leaves a half-written file that a resumed run would trust.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -44,12 +45,14 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Read JSON Lines, naming the file and line of the first malformed record."""
+    """Read JSON Lines (gzipped when the name ends in .gz), naming the file and line of the
+    first malformed record."""
     path = Path(path)
     if not path.is_file():
         raise SelfRewardError(f"{path}: file not found")
     rows = []
-    with open(path, encoding="utf-8") as f:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -31,6 +31,24 @@ def compose_config(overrides=()):
         return compose("config", overrides=list(overrides))
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One real run with two iterations (M1, M2, M3) for tests that only read artifacts, at
+    ``<tmp>/runs/tiny/seed0``. One torch thread is faster for this tiny model on a busy 2-core
+    machine; the process-wide setting is restored afterwards."""
+    import torch
+
+    import selfreward.loop as loop
+
+    path = tmp_path_factory.mktemp("shared") / "runs" / "tiny" / "seed0"
+    threads = torch.get_num_threads()
+    try:
+        loop.run(compose_config([*TINY, "iterations=2", "threads=1", "experiment_name=tiny"]), path)
+    finally:
+        torch.set_num_threads(threads)
+    return path
+
+
 @pytest.fixture
 def tiny_config():
     return lambda *overrides: compose_config([*TINY, *overrides])

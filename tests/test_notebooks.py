@@ -7,12 +7,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import torch
 from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 
-import selfreward.loop as loop
-from conftest import TINY, compose_config
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 NAMES = ["judge_accuracy.ipynb", "iteration_details.ipynb"]
@@ -26,16 +23,8 @@ def runs_this_python(argv: list[str]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """One real run with two iterations for the notebooks to read (on one torch thread, which
-    is faster for this tiny model; the process-wide setting is restored afterwards)."""
-    path = tmp_path_factory.mktemp("notebooks") / "run"
-    threads = torch.get_num_threads()
-    try:
-        loop.run(compose_config([*TINY, "iterations=2", "threads=1"]), path)
-    finally:
-        torch.set_num_threads(threads)
-    return path
+def run_dir(tiny_run):
+    return tiny_run
 
 
 @pytest.fixture(scope="module")

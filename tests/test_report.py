@@ -5,9 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-import selfreward.loop as loop
 from selfreward.report import (
     KEY_METRICS,
     PLOTS,
@@ -22,7 +20,6 @@ from selfreward.report import (
     results_markdown,
     table_columns,
 )
-from conftest import TINY, compose_config
 
 
 def make_run(experiment, seed, rows):
@@ -30,19 +27,8 @@ def make_run(experiment, seed, rows):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """One real run with two iterations (M1, M2, M3), shared by the tests that need files.
-
-    One torch thread is over twice as fast for this tiny model on a busy 2-core machine; the
-    process-wide setting is restored afterwards.
-    """
-    path = tmp_path_factory.mktemp("report") / "runs" / "tiny" / "seed0"
-    threads = torch.get_num_threads()
-    try:
-        loop.run(compose_config([*TINY, "iterations=2", "threads=1"]), path)
-    finally:
-        torch.set_num_threads(threads)
-    return path
+def run_dir(tiny_run):
+    return tiny_run
 
 
 def test_two_seeds_give_mean_and_sample_std():
@@ -104,7 +90,7 @@ def test_report_on_a_real_run(run_dir, tmp_path, capsys):
     assert find_run_dirs(run_dir.parent.parent) == [run_dir]
     text = (out / "results.md").read_text(encoding="utf-8")
     assert text.startswith("# Tiny\n")
-    experiment = compose_config(TINY).experiment_name
+    experiment = "tiny"  # the shared run's experiment_name
     assert f"## Experiment `{experiment}` (seeds 0)" in text
     for model in ("M1", "M2", "M3"):
         assert f"| {model} | " in text

@@ -231,7 +231,8 @@ def validate(cfg) -> None:
     schema = OmegaConf.structured(Config)
     extra = list(unknown(OmegaConf.to_container(schema), OmegaConf.to_container(cfg, resolve=False)))
     if extra:
-        raise SelfRewardError(f"invalid config: unknown key {extra[0]!r}" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        raise SelfRewardError(f"invalid config: unknown key {extra[0]!r}{more}")
     try:
         OmegaConf.merge(schema, cfg)
     except OmegaConfBaseException as e:

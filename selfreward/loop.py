@@ -259,11 +259,13 @@ def build_eft(base_path: str, tokenizer_path: str, data_dir: Path, m1: Path, mod
 def base_model_path(cfg, run_dir: Path, data_dir: Path) -> tuple[str, str, dict]:
     """The model SFT starts from, its tokenizer, and the base stage's info."""
     if cfg.model.name_or_path != "builtin":
+        tokenizer = cfg.model.tokenizer or cfg.model.name_or_path
         check_model_path(cfg.model.name_or_path)
-        check_model_path(cfg.model.tokenizer or cfg.model.name_or_path)
-        return cfg.model.name_or_path, cfg.model.tokenizer or cfg.model.name_or_path, {}
+        check_model_path(tokenizer)
+        return cfg.model.name_or_path, tokenizer, {}
     if cfg.data.source != "builtin":
-        raise SelfRewardError("model=tiny (the built-in model) needs data=builtin: its tokenizer is built from that world")
+        raise SelfRewardError("model=tiny (the built-in model) needs data=builtin: its tokenizer is built from "
+                              "that world")
     from selfreward import world
 
     folder = run_dir / "m0"

@@ -442,7 +442,8 @@ def tokenizer_corpus(world_dir: Path | str) -> list[str]:
 def build_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained on ``texts``, with ``<pad>``, ``<eos>``, ``<unk>``.
 
-    Returns a ``transformers.PreTrainedTokenizerFast`` that pads on the left, carries :data:`DEFAULT_CHAT_TEMPLATE` and decodes back to the exact text.
+    Returns a ``transformers.PreTrainedTokenizerFast`` that pads on the left, carries
+    :data:`DEFAULT_CHAT_TEMPLATE` and decodes back to the exact text.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast

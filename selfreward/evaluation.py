@@ -46,6 +46,23 @@ def head_to_head(scores_a: list[float], scores_b: list[float]) -> dict:
     return metrics.win_rate(outcomes)
 
 
+def judged_head_to_head(engine: Engine, template: str, prompts: list[str], answers_a: list[str],
+                        answers_b: list[str], *, max_new_tokens: int, seed: int) -> dict:
+    """A against B on the same prompts, judged with a pairwise template in both orders (the
+    paper's protocol): a win needs both verdicts, a disagreement between the orders is a tie,
+    and so is a verdict that does not parse. Mean answer lengths are reported beside."""
+    verdicts = pairwise_verdicts(engine, template, list(zip(prompts, answers_a, answers_b)),
+                                 max_new_tokens=max_new_tokens, seed=seed, desc="head-to-head")
+    # With A shown first, "A" is a vote for A; with B shown first, "B" is.
+    outcomes = [1.0 if (v1, v2) == ("A", "B") else 0.0 if (v1, v2) == ("B", "A") else 0.5 for v1, v2 in verdicts]
+    return {
+        **metrics.win_rate(outcomes),
+        "length_a": statistics.fmean(len(a) for a in answers_a),
+        "length_b": statistics.fmean(len(b) for b in answers_b),
+        "verdicts": verdicts,
+    }
+
+
 def evaluate_judge(engine: Engine, data: SeedData, cfg, *, seed: int, out_dir: Path) -> dict:
     """Judge every held-out response and compare with the gold ranking."""
     items = [(row["prompt"], resp) for row in data.judge_eval for resp in row["responses"]]

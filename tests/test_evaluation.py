@@ -74,3 +74,35 @@ def test_position_bias_of_a_judge_that_always_picks_the_first(tmp_path):
     assert result["judge/position_bias"] == 0.5
     assert result["judge/pairwise_ab_accuracy"] == 0.5
     assert result["judge/pairwise_ab_parse_failure_rate"] == 0.0
+
+
+class Verdicts:
+    """A pairwise judge with a fixed verdict per (first shown, second shown)."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def generate(self, messages, sampling, *, n=1, seed=0, desc=""):
+        out = []
+        for m in messages:
+            first = m.split("<response_a>")[1].split("</response_a>")[0]
+            second = m.split("<response_b>")[1].split("</response_b>")[0]
+            out.append([self.table[(first, second)]])
+        return out
+
+
+def test_judged_head_to_head_in_both_orders():
+    from selfreward.evaluation import judged_head_to_head
+
+    engine = Verdicts({
+        ("a1", "b1"): "Winner: A", ("b1", "a1"): "Winner: B",   # A wins in both orders: a win
+        ("a2", "b2"): "Winner: A", ("b2", "a2"): "Winner: A",   # the first shown always wins: a tie
+        ("a3", "b3"): "Winner: B", ("b3", "a3"): "Winner: A",   # B wins in both orders: a loss
+        ("a4", "b4"): "???", ("b4", "a4"): "Winner: B",         # one verdict unparsed: a tie
+    })
+    template = "{prompt}<response_a>{response_a}</response_a><response_b>{response_b}</response_b>"
+    result = judged_head_to_head(engine, template, ["p"] * 4, ["a1", "a2", "a3", "a4"], ["b1", "b2", "b3", "b4"],
+                                 max_new_tokens=8, seed=0)
+    # 1 win, 2 ties, 1 loss: win rate 0.25 + 2 * 0.25 / 2 = 0.5.
+    assert (result["win"], result["tie"], result["loss"], result["win_rate"]) == (0.25, 0.5, 0.25, 0.5)
+    assert result["length_a"] == 2.0 and result["length_b"] == 2.0

@@ -98,6 +98,8 @@ class JudgeConfig:
     """LLM-as-a-Judge: the template, how many judgments per candidate and how to read them."""
 
     template: str = "judge_additive_small"
+    # The A/B template for pairwise judging (position bias, head-to-head); a built-in name or a path.
+    pairwise_template: str = "judge_pairwise"
     # model: M_t judges itself (the method). oracle: the built-in world's oracle scores the
     # candidates instead, a control giving the upper bound of a perfect judge.
     source: str = "model"
@@ -171,9 +173,9 @@ class EvaluationConfig:
     top_p: float = 0.9
     max_new_tokens: int = 32
     judge_repeats: int | None = None  # null = judge.repeats
-    # A pairwise A/B template (e.g. judge_pairwise) to measure position bias, judged in both
-    # orders on up to `pairwise_pairs` held-out pairs; null skips it.
-    pairwise_template: str | None = None
+    # Measure position bias with judge.pairwise_template, both orders, on up to `pairwise_pairs`
+    # held-out pairs of different gold quality.
+    position_bias: bool = False
     pairwise_pairs: int = 200
     pairwise_max_new_tokens: int = 128
 

@@ -104,7 +104,7 @@ def evaluate_position_bias(engine: Engine, data: SeedData, cfg, *, seed: int, ou
                     better, worse = (i, j) if gold[i] > gold[j] else (j, i)
                     triples.append((row["prompt"], row["responses"][better], row["responses"][worse]))
     triples = triples[: e.pairwise_pairs]
-    verdicts = pairwise_verdicts(engine, load_template(e.pairwise_template), triples,
+    verdicts = pairwise_verdicts(engine, load_template(cfg.judge.pairwise_template), triples,
                                  max_new_tokens=e.pairwise_max_new_tokens, seed=seed)
     write_jsonl(out_dir / "eval_pairwise.jsonl", [
         {"prompt": p, "better": b, "worse": w, "verdict_better_first": v1, "verdict_better_second": v2}

@@ -397,7 +397,7 @@ def _measure(model: int, folder: Path, models: _Models, data: SeedData, cfg, ora
         engine = models.get(path)
         seed = stage_seed(cfg.seed, model, "eval")
         result = evaluate_judge(engine, data, cfg, seed=seed, out_dir=folder)
-        if cfg.evaluation.pairwise_template:
+        if cfg.evaluation.position_bias:
             result.update(evaluate_position_bias(engine, data, cfg, seed=seed + 2, out_dir=folder))
         result.update(evaluate_policy(engine, data, cfg, oracle, seed=seed + 1, out_dir=folder))
         write_json(folder / "eval.json", result)

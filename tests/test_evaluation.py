@@ -33,12 +33,12 @@ class ScoreByResponse:
 
 class Cfg:
     class judge:
-        template, mode, repeats = "judge_additive_small", "sample", 2
+        template, mode, repeats, pairwise_template = "judge_additive_small", "sample", 2, "judge_pairwise"
         temperature, top_p, max_new_tokens, min_score, max_score = 0.7, 0.9, 48, 0, 5
 
     class evaluation:
         judge_repeats = None
-        pairwise_template, pairwise_pairs, pairwise_max_new_tokens = "judge_pairwise", 10, 16
+        position_bias, pairwise_pairs, pairwise_max_new_tokens = True, 10, 16
 
 
 def _data(judge_eval):

@@ -92,7 +92,8 @@ def evaluate_position_bias(engine: Engine, data: SeedData, cfg, *, seed: int, ou
 
     ``judge/position_bias``: the share of parsed verdicts that pick the response shown first,
     minus 0.5 (0 is unbiased, +0.5 always picks the first). ``judge/pairwise_ab_accuracy``: the
-    share of pairs judged correctly in both orders (an order-dependent verdict is a tie, 0.5).
+    share of pairs judged correctly in both orders (an order-dependent verdict is a tie, 0.5),
+    over the pairs whose two verdicts parsed.
     """
     e = cfg.evaluation
     triples = []
@@ -110,8 +111,9 @@ def evaluate_position_bias(engine: Engine, data: SeedData, cfg, *, seed: int, ou
         {"prompt": p, "better": b, "worse": w, "verdict_better_first": v1, "verdict_better_second": v2}
         for (p, b, w), (v1, v2) in zip(triples, verdicts)])
     parsed = [v for pair in verdicts for v in pair if v is not None]
-    # Better shown first: "A" is right; better shown second: "B" is right.
-    outcomes = [0.5 * ((v1 == "A") + (v2 == "B")) for v1, v2 in verdicts]
+    # Better shown first: "A" is right; better shown second: "B" is right. Only pairs whose two
+    # verdicts both parsed count (an unparsed verdict is neither right nor wrong).
+    outcomes = [0.5 * ((v1 == "A") + (v2 == "B")) for v1, v2 in verdicts if v1 is not None and v2 is not None]
     return {
         "judge/position_bias": sum(v == "A" for v in parsed) / len(parsed) - 0.5 if parsed else None,
         "judge/pairwise_ab_accuracy": statistics.fmean(outcomes) if outcomes else None,

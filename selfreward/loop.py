@@ -307,8 +307,12 @@ def run(cfg, run_dir: str | Path) -> list[dict]:
         data_info = run_stage(data_dir, "data", lambda: prepare_data(cfg, data_dir))
         base_path, tokenizer_path, base_info = base_model_path(cfg, run_dir, data_dir)
         m1 = run_dir / "m1"
+        times = {"data": data_info["seconds"]}
+        if base_info:
+            times["base"] = base_info["seconds"]
         if cfg.data.source == "oasst":
-            run_stage(m1, "eft", lambda: build_eft(base_path, tokenizer_path, data_dir, m1, models, cfg))
+            eft_info = run_stage(m1, "eft", lambda: build_eft(base_path, tokenizer_path, data_dir, m1, models, cfg))
+            times["eft"] = eft_info["seconds"]
         data = load_data(data_dir, cfg)
         oracle = make_oracle(cfg, data)
 
@@ -316,9 +320,7 @@ def run(cfg, run_dir: str | Path) -> list[dict]:
         sft_info = run_stage(m1, "sft", lambda: train_sft(
             base_path, sft_examples(data, cfg), m1 / "model", cfg, tokenizer_path=tokenizer_path,
             seed=stage_seed(cfg.seed, 1, "sft"), report_to=_report_to(cfg), run_name="sft"))
-        times = {"data": data_info["seconds"], "sft": sft_info["seconds"]}
-        if base_info:
-            times["base"] = base_info["seconds"]
+        times["sft"] = sft_info["seconds"]
         rows = [_measure(1, m1, models, data, cfg, oracle, times, tracker, {})]
 
         for t in range(1, cfg.iterations + 1):

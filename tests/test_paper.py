@@ -62,3 +62,4 @@ def test_oasst_data_path_on_the_fixture(tiny_config, tmp_path, monkeypatch):
     assert all(row["judgment"].endswith(f"Score: {row['score']}") for row in eft)
     assert (tmp_path / "run" / "m1" / "ift_model" / "model.safetensors").is_file()
     assert rows[0]["model"] == 1 and rows[0]["policy/oracle_accuracy"] is None  # no reference answers
+    assert {"time/data_s", "time/eft_s", "time/sft_s", "time/eval_s"} <= rows[0].keys()

@@ -46,7 +46,7 @@ from selfreward.oasst import (
     write_seed_files,
 )
 from selfreward.rundir import SelfRewardError, read_jsonl
-from tests.conftest import compose_config
+from conftest import compose_config
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "oasst"
 

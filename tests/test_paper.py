@@ -14,7 +14,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "oasst"
 
 
 def test_paper_config(tiny_config):
-    from tests.conftest import compose_config
+    from conftest import compose_config
 
     cfg = compose_config(["experiment=paper"])
     assert cfg.model.name_or_path == "meta-llama/Llama-2-70b-hf" and cfg.data.source == "oasst"

@@ -18,6 +18,13 @@ def world(tmp_path_factory):
     return folder
 
 
+def _tiny_llama(tokenizer, *, layers: int, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                                        intermediate_size=64, vocab_size=len(tokenizer),
+                                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
+
+
 def _save(folder, model, tokenizer, chat_template: bool):
     if not chat_template:
         tokenizer.chat_template = None  # like a base model (Llama-2) that ships none
@@ -54,10 +61,7 @@ def test_real_model_entry_runs_an_iteration(entry, world, tmp_path, tiny_config)
 def test_engine_batches_match_one_at_a_time(world, tmp_path):
     """Left padding and length grouping do not change greedy outputs."""
     tokenizer = build_tokenizer(tokenizer_corpus(world))
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                         intermediate_size=64, vocab_size=len(tokenizer),
-                                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
+    model = _tiny_llama(tokenizer, layers=2)
     path = _save(tmp_path / "m", model, tokenizer, chat_template=True)
 
     class Cfg:
@@ -81,11 +85,7 @@ def test_engine_batches_match_one_at_a_time(world, tmp_path):
 
 def test_continuation_logprobs_match_a_plain_forward_pass(world, tmp_path):
     tokenizer = build_tokenizer(tokenizer_corpus(world))
-    torch.manual_seed(1)
-    model = LlamaForCausalLM(LlamaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                         intermediate_size=64, vocab_size=len(tokenizer),
-                                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
-    model.eval()
+    model = _tiny_llama(tokenizer, layers=1, seed=1).eval()
     from selfreward.generation import HFEngine, chat_prompt_ids
 
     engine = HFEngine(model, tokenizer, batch_size=3)

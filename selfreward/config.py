@@ -212,8 +212,22 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="base_config", node=Config)
 
 
+# Keys with a fixed set of values, checked at start so that a bad one never costs finished stages.
+CHOICES = {
+    "data.source": ("builtin", "files", "oasst"),
+    "generation.backend": ("hf",),
+    "judge.mode": ("sample", "expected"),
+    "judge.source": ("model", "oracle"),
+    "pairs.method": ("best_worst", "random"),
+    "training.objective": ("dpo", "sft_best"),
+    "training.dpo.reference": ("previous", "sft"),
+    "logger.backend": ("none", "wandb"),
+}
+
+
 def validate(cfg) -> None:
-    """Check a composed config against the schema: no unknown keys, values of the right type.
+    """Check a composed config against the schema: no unknown keys, values of the right type,
+    and the keys of :data:`CHOICES` holding one of their values.
 
     Hydra's struct mode already rejects a misspelt override; this also catches keys added with
     ``+key=value`` and configs built by hand (in tests or notebooks).
@@ -239,3 +253,13 @@ def validate(cfg) -> None:
         OmegaConf.merge(schema, cfg)
     except OmegaConfBaseException as e:
         raise SelfRewardError(f"invalid config: {str(e).splitlines()[0]} (key: {e.full_key})") from None
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise SelfRewardError(f"invalid config: {key}={value!r}; choose one of {', '.join(allowed)}")
+    if cfg.iterations < 0:
+        raise SelfRewardError(f"invalid config: iterations must be >= 0, got {cfg.iterations}")
+    if cfg.judge.mode == "sample" and cfg.judge.repeats < 1:
+        raise SelfRewardError(f"invalid config: judge.repeats must be at least 1, got {cfg.judge.repeats}")
+    if cfg.judge.source == "oracle" and cfg.data.source != "builtin":
+        raise SelfRewardError("invalid config: judge.source=oracle needs data=builtin, the only world with an oracle")

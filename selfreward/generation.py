@@ -193,8 +193,8 @@ class HFEngine:
 
 def load_engine(model_path: str, cfg_model, cfg_generation) -> HFEngine:
     """The engine for the model in ``model_path``, with the configured backend."""
-    if cfg_generation.backend != "hf":
-        raise SelfRewardError(f"generation.backend={cfg_generation.backend!r} is not available; choose: hf")
+    # The only backend so far (config.validate checks generation.backend); another engine with
+    # the same methods would be chosen here.
     tokenizer = load_tokenizer(model_path, cfg_model.chat_template, cfg_model.trust_remote_code)
     model = load_model(
         model_path,

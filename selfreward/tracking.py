@@ -12,7 +12,6 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from selfreward.rundir import SelfRewardError
 
 PAIR_COLUMNS = ["model", "prompt", "chosen", "rejected", "chosen_score", "rejected_score",
                 "chosen_judgment", "rejected_judgment"]
@@ -24,10 +23,8 @@ class Tracker:
     def __init__(self, cfg, run_dir: Path):
         self.cfg = cfg.logger
         self.run = None
-        if self.cfg.backend == "none":
+        if self.cfg.backend == "none":  # otherwise wandb (config.validate allows no other)
             return
-        if self.cfg.backend != "wandb":
-            raise SelfRewardError(f"logger.backend must be none or wandb, got {self.cfg.backend!r}")
         import wandb
 
         run_id = hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]

@@ -1,5 +1,6 @@
 """Every config file composes against the schema; typos and wrong types fail at start."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,19 @@ def test_keys_added_with_plus_are_caught_by_validate():
 def test_wrong_type_fails():
     with pytest.raises(ConfigCompositionException, match="repeats"):
         _compose(["judge.repeats=many"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("pairs.method=max_random", "pairs.method='max_random'; choose one of best_worst, random"),
+    ("training.dpo.reference=m0", "training.dpo.reference"),
+    ("generation.backend=vllm", "generation.backend='vllm'; choose one of hf"),
+    ("iterations=-1", "iterations must be >= 0"),
+])
+def test_bad_choices_fail_before_any_stage(override, message):
+    with pytest.raises(SelfRewardError, match=re.escape(message)):
+        validate(_compose([override]))
+
+
+def test_oracle_judge_needs_the_builtin_world():
+    with pytest.raises(SelfRewardError, match="oracle needs data=builtin"):
+        validate(_compose(["judge.source=oracle", "data=files", "data.dir=/tmp"]))

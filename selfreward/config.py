@@ -158,8 +158,12 @@ class TrainingConfig:
     dpo: DPOConfig = field(default_factory=DPOConfig)
     # dpo: each iteration trains on the pairs (the method). sft_best: SFT on the chosen answers
     # alone, no rejected ones (the paper's negative ablation), with the settings in sft_best.
+    # rft: rejection-sampling fine-tuning, SFT on every distinct candidate the judge gave the
+    # top score (judge.max_score), with the settings in rft; with judge.source=oracle these are
+    # the samples the oracle marks correct (ReST-EM / RAFT, the simplest baseline that works).
     objective: str = "dpo"
     sft_best: SFTConfig = field(default_factory=lambda: SFTConfig(learning_rate=1e-4, batch_size=16))
+    rft: SFTConfig = field(default_factory=lambda: SFTConfig(learning_rate=3e-4, batch_size=16))
     activation_checkpointing: bool = False  # trade compute for memory on large models
     logging_steps: int = 10
     dataloader_num_workers: int = 0
@@ -219,7 +223,7 @@ CHOICES = {
     "judge.mode": ("sample", "expected"),
     "judge.source": ("model", "oracle"),
     "pairs.method": ("best_worst", "random"),
-    "training.objective": ("dpo", "sft_best"),
+    "training.objective": ("dpo", "sft_best", "rft"),
     "training.dpo.reference": ("previous", "sft"),
     "logger.backend": ("none", "wandb"),
 }

@@ -46,6 +46,32 @@ def head_to_head(scores_a: list[float], scores_b: list[float]) -> dict:
     return metrics.win_rate(outcomes)
 
 
+def self_judge_quality(pairs: list[dict], judged: list[dict], score: Callable[[str, str], float | None]) -> dict:
+    """How well the loop's own judge ordered the loop's own candidates, measured by an oracle's
+    graded ``score`` after the fact (the loop never sees these numbers).
+
+    ``self_judge/pair_accuracy``: share of pairs whose chosen answer has a strictly higher oracle
+    score than the rejected one; ``self_judge/pair_tie_rate``: share with equal oracle scores (the
+    rest point the wrong way). ``self_judge/oracle_spearman``: Spearman correlation between the
+    judge's and the oracle's scores over the distinct scored candidates of the iteration, pooled.
+    Prompts the oracle cannot grade (self-instructed prompts that are not valid tasks) are left
+    out of all three.
+    """
+    outcomes = [(score(p["prompt"], p["chosen"]), score(p["prompt"], p["rejected"])) for p in pairs]
+    outcomes = [(c, r) for c, r in outcomes if c is not None and r is not None]
+    distinct = {(r["prompt"], r["response"]): r["score"] for r in judged if r["score"] is not None}
+    graded = [(s, score(prompt, response)) for (prompt, response), s in distinct.items()]
+    graded = [(s, o) for s, o in graded if o is not None]
+    judge_scores, oracle_scores = [s for s, _ in graded], [o for _, o in graded]
+    n = len(outcomes)
+    return {
+        "self_judge/pair_accuracy": sum(c > r for c, r in outcomes) / n if n else None,
+        "self_judge/pair_tie_rate": sum(c == r for c, r in outcomes) / n if n else None,
+        "self_judge/oracle_spearman": metrics._spearman_single(judge_scores, oracle_scores)
+        if len(judge_scores) > 1 else None,
+    }
+
+
 def judged_head_to_head(engine: Engine, template: str, prompts: list[str], answers_a: list[str],
                         answers_b: list[str], *, max_new_tokens: int, seed: int) -> dict:
     """A against B on the same prompts, judged with a pairwise template in both orders (the

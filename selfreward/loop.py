@@ -30,7 +30,15 @@ from omegaconf import OmegaConf
 
 from selfreward.config import validate
 from selfreward.data import SeedData, load_data, prepare_data
-from selfreward.evaluation import evaluate_judge, evaluate_policy, evaluate_position_bias, head_to_head, make_oracle
+from selfreward.evaluation import (
+    Oracle,
+    evaluate_judge,
+    evaluate_policy,
+    evaluate_position_bias,
+    head_to_head,
+    make_oracle,
+    self_judge_quality,
+)
 from selfreward.generation import Engine, Sampling, check_model_path, load_engine
 from selfreward.judge import judge, judge_message, summarise
 from selfreward.pairs import build_pairs
@@ -190,7 +198,7 @@ def write_judgments(engine: Callable[[], Engine], cfg, *, seed: int, out: Path) 
     }
 
 
-def write_pairs(cfg, *, seed: int, out: Path, model: int) -> dict:
+def write_pairs(cfg, *, seed: int, out: Path, model: int, oracle: Oracle | None = None) -> dict:
     """Preference pairs from the judged candidates; an iteration without pairs stops the run."""
     groups: dict[str, dict] = {}
     judged = read_jsonl(out / "judgments.jsonl")
@@ -214,8 +222,12 @@ def write_pairs(cfg, *, seed: int, out: Path, model: int) -> dict:
         pair["rejected_judgments"] = g["judgments"][g["responses"].index(pair["rejected"])]
     write_jsonl(out / "pairs.jsonl", pairs)
     lengths = [(len(p["chosen"]), len(p["rejected"])) for p in pairs]
+    # Where an oracle grades answers, how right the judge was on these very pairs (measured
+    # after the pairs are made; nothing above reads it).
+    quality = self_judge_quality(pairs, judged, oracle.score) if oracle and oracle.score else {}
     return {
         **stats.as_dict(),
+        **quality,
         "count": len(pairs),
         "mean_margin": sum(p["margin"] for p in pairs) / len(pairs),
         "chosen_length": sum(c for c, _ in lengths) / len(lengths),
@@ -352,7 +364,7 @@ def _iterate(t: int, run_dir: Path, models: _Models, data: SeedData, cfg, oracle
         "judgments": run_stage(out, "judgments", lambda: write_judgments(
             engine, cfg, seed=stage_seed(cfg.seed, model, "judgments"), out=out)),
         "pairs": run_stage(out, "pairs", lambda: write_pairs(
-            cfg, seed=stage_seed(cfg.seed, model, "pairs"), out=out, model=model)),
+            cfg, seed=stage_seed(cfg.seed, model, "pairs"), out=out, model=model, oracle=oracle)),
     }
     reference = current if cfg.training.dpo.reference == "previous" else str(run_dir / "m1" / "model")
 
@@ -367,8 +379,22 @@ def _iterate(t: int, run_dir: Path, models: _Models, data: SeedData, cfg, oracle
         return train_sft(current, chosen, out / "model", cfg, seed=stage_seed(cfg.seed, model, "sft_best"),
                          stage_cfg=cfg.training.sft_best, report_to=_report_to(cfg), run_name=f"sft-best-m{model}")
 
+    def rft() -> dict:
+        models.free()
+        top = [{"prompt": r["prompt"], "completion": r["response"]} for r in read_jsonl(out / "judgments.jsonl")
+               if r["score"] is not None and r["score"] >= cfg.judge.max_score]
+        # One example per distinct (prompt, answer): copies of a sample would weigh it more.
+        unique = list({(e["prompt"], e["completion"].strip()): e for e in top}.values())
+        if not unique:
+            raise SelfRewardError(f"iteration {t}: no candidate got the top score {cfg.judge.max_score}; "
+                                  f"rejection-sampling fine-tuning has nothing to train on ({out / 'judgments.jsonl'})")
+        result = train_sft(current, unique, out / "model", cfg, seed=stage_seed(cfg.seed, model, "rft"),
+                           stage_cfg=cfg.training.rft, report_to=_report_to(cfg), run_name=f"rft-m{model}")
+        return {**result, "examples": len(unique)}
+
     objective = cfg.training.objective
-    info[objective] = run_stage(out, objective, dpo if objective == "dpo" else sft_best)
+    train = {"dpo": dpo, "sft_best": sft_best, "rft": rft}[objective]
+    info[objective] = run_stage(out, objective, train)
     times = {stage: i["seconds"] for stage, i in info.items()}
     counts = {
         "prompts/count": info["prompts"]["count"],
@@ -380,6 +406,7 @@ def _iterate(t: int, run_dir: Path, models: _Models, data: SeedData, cfg, oracle
         "self_judge/parse_failure_rate": info["judgments"]["parse_failure_rate"],
         "self_judge/mean_score": info["judgments"]["mean_score"],
     }
+    counts.update({k: v for k, v in info["pairs"].items() if k.startswith("self_judge/")})
     if "valid_rate" in info["prompts"]:
         counts["prompts/valid_rate"] = info["prompts"]["valid_rate"]
     return _measure(model, out, models, data, cfg, oracle, times, tracker, counts,

@@ -5,7 +5,7 @@ It lets the whole self-rewarding loop run on a laptop CPU with nothing downloade
 * a family of instruction tasks over single digits, written ``"<task>: d d d"``
   (``sort``, ``reverse``, ``unique``, ``evens``), whose answers are digits separated by spaces;
 * an oracle that grades any response with an additive five-check rubric
-  (``relevant``, ``length``, ``half``, ``items``, ``exact``; score 0..5), mirroring the
+  (``digits``, ``length``, ``items``, ``order``, ``exact``; score 0..5), mirroring the
   additive judge prompt ``judge_additive_small``;
 * seed and evaluation data files (:func:`build_world`);
 * a byte-level BPE tokenizer trained locally on the world's texts (:func:`build_tokenizer`);
@@ -50,7 +50,23 @@ TASKS: dict[str, Callable[[list[str]], list[str]]] = {
     "evens": lambda items: [d for d in items if int(d) % 2 == 0],
 }
 
-CHECKS = ("relevant", "length", "half", "items", "exact")
+CHECKS = ("digits", "length", "items", "order", "exact")
+
+
+def _is_subsequence(sub: list[str], seq: list[str]) -> bool:
+    rest = iter(seq)
+    return all(d in rest for d in sub)
+
+
+# The task's own property of a response's order, checkable from the prompt and the response
+# alone, without writing the answer: adjacent comparisons for sort, a repeat test for unique,
+# parity for evens. (reverse has no such shortcut: checking its order is solving it.)
+ORDER_CHECKS: dict[str, Callable[[list[str], list[str]], bool]] = {
+    "sort": lambda got, items: all(a <= b for a, b in zip(got, got[1:])),
+    "reverse": lambda got, items: _is_subsequence(got[::-1], items),
+    "unique": lambda got, items: len(set(got)) == len(got),
+    "evens": lambda got, items: all(int(d) % 2 == 0 for d in got),
+}
 
 JUDGE_TEMPLATE = "judge_additive_small"
 
@@ -93,25 +109,30 @@ def answer(prompt: str) -> str | None:
 def rubric_checks(prompt: str, response: str) -> dict[str, bool] | None:
     """The five additive checks for ``response``, in :data:`CHECKS` order; None if invalid prompt.
 
-    ``relevant``: non-empty, only single digits separated by single spaces. The other checks
-    require ``relevant``: ``length`` (as many items as the answer), ``half`` (at least half of
-    the answer's positions hold the right digit), ``items`` (same multiset of digits) and
-    ``exact`` (the answer itself).
+    ``digits``: non-empty, only single digits separated by single spaces. The other checks
+    require ``digits``: ``length`` (as many items as the answer), ``items`` (the same multiset
+    of digits as the answer), ``order`` (the task's order property, :data:`ORDER_CHECKS`:
+    ascending for sort, no repeats for unique, all even for evens) and ``exact`` (the answer
+    itself).
+
+    Every check but ``exact`` can be made from the prompt and the response without solving the
+    task (for sort, unique and evens), and ``exact`` follows from ``items`` and ``order`` for
+    sort: checking is easier than producing, which is what lets a model improve by judging itself.
     """
-    expected = answer(prompt)
-    if expected is None:
+    parsed = parse_prompt(prompt)
+    if parsed is None:
         return None
-    want = expected.split()
+    task, items = parsed
+    want = TASKS[task](items)
     text = response.strip()
-    relevant = _RESPONSE_RE.fullmatch(text) is not None
-    got = text.split() if relevant else []
-    matches = sum(a == b for a, b in zip(got, want))
+    digits = _RESPONSE_RE.fullmatch(text) is not None
+    got = text.split() if digits else []
     return {
-        "relevant": relevant,
-        "length": relevant and len(got) == len(want),
-        "half": relevant and matches >= len(want) / 2,
-        "items": relevant and sorted(got) == sorted(want),
-        "exact": relevant and got == want,
+        "digits": digits,
+        "length": digits and len(got) == len(want),
+        "items": digits and sorted(got) == sorted(want),
+        "order": digits and ORDER_CHECKS[task](got, items),
+        "exact": digits and got == want,
     }
 
 
@@ -127,16 +148,16 @@ def is_correct(prompt: str, response: str) -> bool:
     return checks is not None and checks["exact"]
 
 
-def judgment_text(checks: dict[str, bool], solution: str) -> str:
-    """The EFT target: the judge's own solution, then each check, then the total:
-    ``"solution 1 2 3\\nrelevant yes, length no, ..., exact no\\nScore: 1"``.
+def judgment_text(checks: dict[str, bool]) -> str:
+    """The EFT target: each check's verdict, then the total:
+    ``"digits yes, length no, items no, order yes, exact no\nScore: 2"``.
 
-    Writing the solution first turns every check into a comparison of two short digit lists,
-    which a small model does far more reliably than checking against an answer it never wrote
-    down (the judge is then right whenever its own solution is).
+    The judge checks the response against the prompt; it does not write its own solution first.
+    A judge that re-solves the task is right only when its own solution is, and so shares the
+    policy's mistakes (no generation-verification gap).
     """
     verdicts = ", ".join(f"{name} {'yes' if checks[name] else 'no'}" for name in CHECKS)
-    return f"solution {solution}\n{verdicts}\nScore: {sum(bool(checks[name]) for name in CHECKS)}"
+    return f"{verdicts}\nScore: {sum(bool(checks[name]) for name in CHECKS)}"
 
 
 # --- Responses of varied quality -------------------------------------------------------------
@@ -238,7 +259,8 @@ class WorldConfig:
     """What :func:`build_world` generates; validated on construction."""
 
     seed: int = 0
-    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    # reverse is left out by default: checking its order is solving it (no verification gap).
+    tasks: list[str] = field(default_factory=lambda: ["sort", "unique", "evens"])
     min_items: int = 3
     max_items: int = 6
     n_ift: int = 2000
@@ -339,7 +361,7 @@ def _eft_examples(rng: random.Random, prompts: list[str], n: int) -> list[dict]:
             seen.add((prompt, response))
             buckets[score].append(
                 {"prompt": prompt, "response": response,
-                 "judgment": judgment_text(checks, answer(prompt)), "score": score}
+                 "judgment": judgment_text(checks), "score": score}
             )
     present = [b for b in buckets.values() if b]
     cap = 2 * min((len(b) for b in present), default=0)

@@ -19,7 +19,7 @@ from selfreward.judge import (
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("relevant yes, length yes, half no, items no, exact no\nScore: 2", 2),
+        ("digits yes, length yes, items no, order no, exact no\nScore: 2", 2),
         ("Score: 0", 0),
         ("  Score:   5  ", 5),
         # Two score lines: the last one decides.
@@ -90,7 +90,7 @@ def test_judge_fills_the_template_and_averages_parsed_scores():
 
 
 def test_score_prefix_cuts_at_the_last_score_outside_quotes():
-    assert score_prefix("relevant yes\nScore: 4") == "relevant yes\nScore:"
+    assert score_prefix("digits yes\nScore: 4") == "digits yes\nScore:"
     assert score_prefix("a\nScore: 1\nb\nScore: 3") == "a\nScore: 1\nb\nScore:"
     # A "Score:" inside the quoted response is not the judge's; none of its own: one is appended.
     assert score_prefix("<response>x\nScore: 5</response>\nbad") == "<response>x\nScore: 5</response>\nbad\nScore:"

@@ -77,20 +77,28 @@ def test_invalid_prompts(prompt):
         # answer 1 2 3, exact.
         ("sort: 3 1 2", "1 2 3", CHECKS),
         ("sort: 3 1 2", " 1 2 3\n", CHECKS),  # surrounding whitespace is stripped
-        # answer 1 2 3 vs 1 3 2: position 0 matches, 1 and 2 do not; 1 < 3/2, so no half.
-        ("sort: 3 1 2", "1 3 2", ("relevant", "length", "items")),
-        # answer 2 1 3 vs 3 1 2: only position 1 matches; 1 < 3/2.
-        ("reverse: 3 1 2", "3 1 2", ("relevant", "length", "items")),
-        # answer 1 2 3 4 vs 1 2 4 3: positions 0 and 1 match; 2 >= 4/2.
-        ("sort: 4 3 2 1", "1 2 4 3", ("relevant", "length", "half", "items")),
-        # answer 3 1 2 vs 3 1: positions 0 and 1 match; 2 >= 3/2; multisets differ.
-        ("unique: 3 1 3 2", "3 1", ("relevant", "half")),
-        # answer 2 4 vs 2 4 6: positions 0 and 1 match; 2 >= 2/2.
-        ("evens: 1 2 3 4", "2 4 6", ("relevant", "half")),
-        # answer 1 2 3 vs 9 9 9: right length only.
-        ("sort: 3 1 2", "9 9 9", ("relevant", "length")),
-        # answer 1 2 3 vs 5: digits, nothing else.
-        ("sort: 3 1 2", "5", ("relevant",)),
+        # answer 1 2 3 vs 1 3 2: same digits, but 3 > 2 is not ascending.
+        ("sort: 3 1 2", "1 3 2", ("digits", "length", "items")),
+        # ascending with the right length, but a 2 where the input has a 3.
+        ("sort: 3 1 2", "1 2 2", ("digits", "length", "order")),
+        # the input copied: right digits, but its read-backwards order 2 1 3 is not in the input.
+        ("reverse: 3 1 2", "3 1 2", ("digits", "length", "items")),
+        # answer 2 1 3; 1 2 3 read backwards is 3 2 1, a subsequence of the input.
+        ("reverse: 3 1 2", "1 2 3", ("digits", "length", "items")),
+        ("reverse: 3 1 2", "1 3", ("digits", "order")),  # 3 1 is in the input, in order
+        # answer 3 1 2 vs 3 1: no repeats, but a digit short.
+        ("unique: 3 1 3 2", "3 1", ("digits", "order")),
+        # answer 3 1 2 vs 1 2 3: the same set, no repeats, not in first-appearance order.
+        ("unique: 3 1 3 2", "1 2 3", ("digits", "length", "items", "order")),
+        ("unique: 3 1 3 2", "3 1 3", ("digits", "length")),  # 3 repeated
+        # answer 2 4 vs 2 4 6: all even, one too many.
+        ("evens: 1 2 3 4", "2 4 6", ("digits", "order")),
+        ("evens: 1 2 3 4", "4 2", ("digits", "length", "items", "order")),
+        ("evens: 1 2 3 4", "2 3", ("digits", "length")),
+        # answer 1 2 3 vs 9 9 9: right length, ascending (equal digits), wrong digits.
+        ("sort: 3 1 2", "9 9 9", ("digits", "length", "order")),
+        # a single digit is trivially ascending.
+        ("sort: 3 1 2", "5", ("digits", "order")),
         ("sort: 3 1 2", "1  2 3", ()),  # double space
         ("sort: 3 1 2", "12 3", ()),
         ("sort: 3 1 2", "1, 2, 3", ()),
@@ -107,11 +115,13 @@ def test_rubric_hand_computed(prompt, response, passed):
 
 
 def test_judgment_text():
-    checks = {"relevant": True, "length": False, "half": False, "items": False, "exact": False}
-    assert judgment_text(checks, "4 5") == "solution 4 5\nrelevant yes, length no, half no, items no, exact no\nScore: 1"
-    assert judgment_text(rubric_checks("sort: 3 1 2", "1 3 2"), "1 2 3") == (
-        "solution 1 2 3\nrelevant yes, length yes, half no, items yes, exact no\nScore: 3"
+    checks = {"digits": True, "length": False, "items": False, "order": True, "exact": False}
+    assert judgment_text(checks) == "digits yes, length no, items no, order yes, exact no\nScore: 2"
+    assert judgment_text(rubric_checks("sort: 3 1 2", "1 3 2")) == (
+        "digits yes, length yes, items yes, order no, exact no\nScore: 3"
     )
+    # The judgment never contains the answer: the judge checks, it does not re-solve.
+    assert "1 2 3" not in judgment_text(rubric_checks("sort: 3 1 2", "1 3 2"))
 
 
 def test_judge_template_lists_the_checks():
@@ -240,7 +250,7 @@ def test_eft_balanced_and_consistent(world_dir):
     rows = read_jsonl(world_dir / "eft.jsonl")
     for r in rows:
         assert r["score"] == oracle_score(r["prompt"], r["response"])
-        assert r["judgment"] == judgment_text(rubric_checks(r["prompt"], r["response"]), answer(r["prompt"]))
+        assert r["judgment"] == judgment_text(rubric_checks(r["prompt"], r["response"]))
         assert r["response"].strip()
     counts = collections.Counter(r["score"] for r in rows)
     assert set(counts) == set(range(6))
@@ -275,7 +285,7 @@ def test_tokenizer_round_trip(tokenizer, world_dir):
 
 def test_tokenizer_properties(tokenizer):
     assert len(tokenizer(" 3 1 4")["input_ids"]) == 3
-    assert len(tokenizer(" relevant")["input_ids"]) == 1
+    assert len(tokenizer(" digits")["input_ids"]) == 1
     assert tokenizer.padding_side == "left"
     assert tokenizer.chat_template == DEFAULT_CHAT_TEMPLATE
     assert (tokenizer.pad_token, tokenizer.eos_token, tokenizer.unk_token) == (

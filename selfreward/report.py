@@ -33,7 +33,7 @@ from selfreward.rundir import SelfRewardError, read_jsonl, write_text
 
 JUDGE_METRICS = ("judge/pairwise_accuracy", "judge/exact_match", "judge/spearman", "judge/kendall_tau")
 POLICY_METRICS = ("policy/oracle_accuracy", "policy/oracle_accuracy_sampled")
-# The columns of every results table; any ``h2h/*`` keys found in the runs are appended.
+# The columns of every results table; the ``h2h/*`` win rates found in the runs are appended.
 KEY_METRICS = (
     "policy/oracle_accuracy_sampled",
     "policy/oracle_accuracy",
@@ -41,6 +41,9 @@ KEY_METRICS = (
     "judge/parse_failure_rate",
     "pairs/count",
     "pairs/tie_rate",
+    "self_judge/pair_accuracy",
+    "self_judge/pair_tie_rate",
+    "self_judge/oracle_spearman",
 )
 PLOTS = ("judge_metrics.png", "policy_accuracy.png", "score_distribution.png", "pair_lengths.png", "tie_rate.png")
 MISSING = "—"
@@ -172,9 +175,10 @@ def aggregate(runs: Iterable[Run]) -> dict[str, dict[int, dict[str, Stat]]]:
 
 
 def table_columns(aggregated: dict[str, dict[int, dict[str, Stat]]]) -> list[str]:
-    """The key metrics, then every ``h2h/*`` metric present in any experiment (sorted)."""
+    """The key metrics, then every ``h2h/*`` win rate present in any experiment (sorted); the
+    win/tie/loss shares behind them stay in ``metrics.jsonl``."""
     h2h = {key for by_model in aggregated.values() for metrics in by_model.values() for key in metrics
-           if key.startswith("h2h/")}
+           if key.startswith("h2h/") and "win_rate" in key}
     return [*KEY_METRICS, *sorted(h2h)]
 
 

@@ -53,8 +53,12 @@ def test_an_experiment_file_overrides_the_main_config():
 
 def test_defaults():
     cfg = _compose()
-    assert cfg.iterations == 2 and cfg.generation.n_candidates == 4
-    assert cfg.generation.temperature == 0.7 and cfg.generation.top_p == 0.9
+    # The built-in world samples N=8 at temperature 1.0 for diverse candidates; the paper's
+    # experiment keeps the paper's N=4 at 0.7, top-p 0.9.
+    assert cfg.iterations == 2 and cfg.generation.n_candidates == 8
+    assert cfg.generation.temperature == 1.0 and cfg.generation.top_p == 1.0
+    paper = _compose(["experiment=paper"]).generation
+    assert (paper.n_candidates, paper.temperature, paper.top_p) == (4, 0.7, 0.9)
     assert cfg.judge.repeats == 3 and cfg.training.dpo.beta == 0.1
     assert cfg.training.dpo.reference == "previous"
     assert cfg.data.world.seed == cfg.seed

@@ -106,3 +106,31 @@ def test_judged_head_to_head_in_both_orders():
     # 1 win, 2 ties, 1 loss: win rate 0.25 + 2 * 0.25 / 2 = 0.5.
     assert (result["win"], result["tie"], result["loss"], result["win_rate"]) == (0.25, 0.5, 0.25, 0.5)
     assert result["length_a"] == 2.0 and result["length_b"] == 2.0
+
+
+def test_self_judge_quality_by_hand():
+    from selfreward.evaluation import self_judge_quality
+    from selfreward.world import oracle_score
+
+    # Oracle scores: "1 2 3" 5; "1 3 2" 3 (digits, length, items); "1 2 2" 3 (digits, length, order);
+    # "9" 2 (digits, order: one digit is ascending); "x" 0.
+    pairs = [
+        {"prompt": "sort: 3 1 2", "chosen": "1 2 3", "rejected": "1 3 2"},  # right: 5 > 3
+        {"prompt": "sort: 3 1 2", "chosen": "1 3 2", "rejected": "1 2 2"},  # oracle tie: 3 = 3
+        {"prompt": "sort: 3 1 2", "chosen": "9", "rejected": "1 2 3"},      # wrong: 2 < 5
+        {"prompt": "draw: a cat", "chosen": "1", "rejected": "2"},          # not gradeable: left out
+    ]
+    judged = [
+        {"prompt": "sort: 3 1 2", "response": "1 2 3", "score": 4.0},
+        {"prompt": "sort: 3 1 2", "response": "1 2 3", "score": 4.0},  # a copy counts once
+        {"prompt": "sort: 3 1 2", "response": "1 3 2", "score": 3.0},
+        {"prompt": "sort: 3 1 2", "response": "9", "score": 5.0},
+        {"prompt": "sort: 3 1 2", "response": "x", "score": None},     # unscored: left out
+        {"prompt": "draw: a cat", "response": "1", "score": 2.0},      # not gradeable: left out
+    ]
+    assert [oracle_score("sort: 3 1 2", r) for r in ("1 2 3", "1 3 2", "1 2 2", "9", "x")] == [5, 3, 3, 2, 0]
+    q = self_judge_quality(pairs, judged, oracle_score)
+    assert q["self_judge/pair_accuracy"] == pytest.approx(1 / 3)
+    assert q["self_judge/pair_tie_rate"] == pytest.approx(1 / 3)
+    # judge (4, 3, 5) vs oracle (5, 3, 2): ranks (2, 1, 3) vs (3, 2, 1) -> rho = 1 - 6*(1+1+4)/(3*8) = -0.5
+    assert q["self_judge/oracle_spearman"] == pytest.approx(-0.5)

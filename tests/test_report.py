@@ -59,14 +59,15 @@ def test_missing_null_and_nan_values_are_left_out():
 
 def test_tables_group_by_experiment_and_add_h2h_columns():
     runs = [make_run("dpo", 0, [{"model": 1, "policy/oracle_accuracy": 0.1},
-                                {"model": 2, "policy/oracle_accuracy": 0.3, "h2h/win_rate": 0.6}]),
+                                {"model": 2, "policy/oracle_accuracy": 0.3, "h2h/win_rate": 0.6,
+                                 "h2h/win": 0.5}]),
             make_run("dpo", 1, [{"model": 1, "policy/oracle_accuracy": 0.2},
                                 {"model": 2, "policy/oracle_accuracy": 0.5, "h2h/win_rate": 0.8}]),
             make_run("sft", 0, [{"model": 1, "policy/oracle_accuracy": 0.1}])]
     agg = aggregate(runs)
     assert list(agg) == ["dpo", "sft"]
     columns = table_columns(agg)
-    assert columns == [*KEY_METRICS, "h2h/win_rate"]
+    assert columns == [*KEY_METRICS, "h2h/win_rate"]  # win/tie/loss shares stay in metrics.jsonl
     table = markdown_table(agg["dpo"], columns)
     assert table.splitlines()[0] == "| model | " + " | ".join(columns) + " |"
     assert "| M2 | — | 0.400 ± 0.141 (n=2) |" in table

@@ -207,15 +207,40 @@ def _shuffle(rng: random.Random, ans: list[str]) -> list[str] | None:
     return out
 
 
+def _replace_keep_order(rng: random.Random, ans: list[str], task: str) -> list[str]:
+    """One item replaced so that the task's order property still holds: the near miss a policy
+    makes most (``sort: 4 2 2 7`` -> ``2 3 4 7``), which only the ``items`` check can catch."""
+    out = list(ans)
+    i = rng.randrange(len(out))
+    if task == "evens":
+        out[i] = rng.choice([d for d in "02468" if d != out[i]])
+    elif task == "unique":
+        unused = [d for d in "0123456789" if d not in out]
+        out[i] = rng.choice(unused) if unused else out[i]
+    else:
+        out[i] = _other_digit(rng, out[i])
+    return sorted(out) if task == "sort" else out
+
+
+def _repeat(rng: random.Random, ans: list[str]) -> list[str]:
+    """One item written twice in a row (``unique`` that kept a duplicate, a sort that counted one twice)."""
+    out = list(ans)
+    i = rng.randrange(len(out))
+    out.insert(i, out[i])
+    return out
+
+
 def _random_list(rng: random.Random, ans: list[str]) -> list[str]:
     return [rng.choice("0123456789") for _ in range(rng.randint(1, len(ans) + 2))]
 
 
 # Kinds of response and their weights, tuned so that the oracle scores of a task's responses
 # spread over 0..5 (score 4 only arises from a near miss with the right digits, so it is rare).
-_MUTATIONS: dict[str, tuple[float, Callable[[random.Random, list[str]], list[str] | None]]] = {
+_MUTATIONS: dict[str, tuple[float, Callable[[random.Random, list[str]], list[str] | None] | None]] = {
     "correct": (2.0, lambda rng, ans: ans),
     "replace": (1.5, _replace),
+    "replace_keep_order": (3.0, None),  # needs the task; drawn in sample_response
+    "repeat": (1.5, _repeat),
     "swap": (3.0, _swap),
     "drop": (1.0, _drop),
     "add": (1.0, _add),
@@ -229,8 +254,9 @@ _NON_ANSWER_WEIGHT = 2.0
 def sample_response(rng: random.Random, prompt: str) -> str:
     """Draw a response of varied quality to a valid task prompt (never an empty string).
 
-    Kinds: the correct answer, one item replaced, two positions swapped, an item dropped, an
-    item added, the answer shuffled, the input copied unchanged, a random digit list, or a
+    Kinds: the correct answer, one item replaced (anywhere, or so that the task's order property
+    still holds), an item repeated, two positions swapped, an item dropped, an item added, the
+    answer shuffled, the input copied unchanged, a random digit list, or a
     non-answer (the task name or ``"?"``).
     """
     parsed = parse_prompt(prompt)
@@ -246,7 +272,10 @@ def sample_response(rng: random.Random, prompt: str) -> str:
             return " ".join(items)
         if kind == "non_answer":
             return rng.choice([task, "?"])
-        out = _MUTATIONS[kind][1](rng, ans)
+        if kind == "replace_keep_order":
+            out = _replace_keep_order(rng, ans, task)
+        else:
+            out = _MUTATIONS[kind][1](rng, ans)
         if out is not None:  # None: this kind cannot change this answer, draw another
             return " ".join(out)
 

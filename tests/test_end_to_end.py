@@ -52,7 +52,7 @@ def test_artifacts(smoke_run):
         pairs = read_jsonl(folder / "pairs.jsonl")
         assert pairs and all(p["chosen"] != p["rejected"] and p["chosen_score"] > p["rejected_score"] for p in pairs)
         candidates = read_jsonl(folder / "candidates.jsonl")
-        assert all(len(c["responses"]) == 4 for c in candidates)
+        assert all(len(c["responses"]) == 8 for c in candidates)  # generation.n_candidates
 
 
 def test_metrics(smoke_run):

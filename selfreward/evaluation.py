@@ -67,7 +67,8 @@ def self_judge_quality(pairs: list[dict], judged: list[dict], score: Callable[[s
     return {
         "self_judge/pair_accuracy": sum(c > r for c, r in outcomes) / n if n else None,
         "self_judge/pair_tie_rate": sum(c == r for c, r in outcomes) / n if n else None,
-        "self_judge/oracle_spearman": metrics._spearman_single(judge_scores, oracle_scores)
+        # One group pooling every candidate: the judge's scores across prompts, not within each.
+        "self_judge/oracle_spearman": metrics.spearman([{"gold": oracle_scores, "pred": judge_scores}])
         if len(judge_scores) > 1 else None,
     }
 

@@ -3,7 +3,8 @@
 It lets the whole self-rewarding loop run on a laptop CPU with nothing downloaded:
 
 * a family of instruction tasks over single digits, written ``"<task>: d d d"``
-  (``sort``, ``reverse``, ``unique``, ``evens``), whose answers are digits separated by spaces;
+  (``sort``, ``unique``, ``evens``; ``reverse`` on request), whose answers are digits separated
+  by spaces;
 * an oracle that grades any response with an additive five-check rubric
   (``digits``, ``length``, ``items``, ``order``, ``exact``; score 0..5), mirroring the
   additive judge prompt ``judge_additive_small``;
@@ -115,9 +116,11 @@ def rubric_checks(prompt: str, response: str) -> dict[str, bool] | None:
     ascending for sort, no repeats for unique, all even for evens) and ``exact`` (the answer
     itself).
 
-    Every check but ``exact`` can be made from the prompt and the response without solving the
-    task (for sort, unique and evens), and ``exact`` follows from ``items`` and ``order`` for
-    sort: checking is easier than producing, which is what lets a model improve by judging itself.
+    Every check but ``exact`` can be made from the prompt and the response without writing the
+    answer (for sort, unique and evens), and ``exact`` follows from ``items`` and ``order`` for
+    sort. Whether checking is also *easier* than producing for a given model is measured, not
+    assumed: ``self_judge/pair_accuracy`` per iteration (for the built-in model the per-token
+    checks are, the multiset checks are not; docs/results.md).
     """
     parsed = parse_prompt(prompt)
     if parsed is None:
@@ -150,7 +153,7 @@ def is_correct(prompt: str, response: str) -> bool:
 
 def judgment_text(checks: dict[str, bool]) -> str:
     """The EFT target: each check's verdict, then the total:
-    ``"digits yes, length no, items no, order yes, exact no\nScore: 2"``.
+    ``"digits yes, length no, items no, order yes, exact no\\nScore: 2"``.
 
     The judge checks the response against the prompt; it does not write its own solution first.
     A judge that re-solves the task is right only when its own solution is, and so shares the

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# bash scripts/run_evidence.sh [SEED ...]        (default seeds: 0 1 2 3 4)
-# JOBS=2 bash scripts/run_evidence.sh            (two seeds at a time, one torch thread each)
+# bash scripts/run_evidence.sh [SEED ...]        (default seeds: 0 1 2 3 4; about two hours)
+# JOBS=2 bash scripts/run_evidence.sh            (two seeds at a time, one torch thread each; about an hour)
 #
 # The default experiment and its four controls (conf/experiment/{oracle_reward,rft_oracle,
 # sft_best,random_pairs}.yaml) for each seed, then the report in docs/results/. Reruns resume:
@@ -36,4 +36,5 @@ mkdir -p runs
 printf '%s\n' "${seeds[@]}" | xargs -P "$jobs" -I{} bash -c 'run_seed "$1" > "runs/evidence_seed$1.log" 2>&1 || { echo "seed $1 failed: see runs/evidence_seed$1.log"; exit 255; }' _ {}
 
 selfreward-report runs/default runs/oracle_reward runs/rft_oracle runs/sft_best runs/random_pairs --out docs/results \
-  --title "Self-rewarding on the built-in world: the default and its controls"
+  --title "Self-rewarding on the built-in world: the default and its four controls"
+python scripts/evidence_summary.py runs > docs/results/summary.md

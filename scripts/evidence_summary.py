@@ -1,0 +1,78 @@
+"""Issue 7's targets from the evidence runs, per seed and on average.
+
+    python scripts/evidence_summary.py runs > docs/results/summary.md
+
+Reads ``runs/<experiment>/seed<S>/metrics.jsonl`` for the default and its four controls and prints
+a markdown table (M1, M2, M3 sampled accuracy, M3 - M1, M3 vs M1 head to head, the judge's
+held-out pairwise accuracy M1 -> M3, the self-judge's pair accuracy per iteration), then the mean
+gain of each experiment, M1's spread over seeds, the share of the random-pairs-to-oracle distance
+the default closes, and the default's head to head and judge trend. `scripts/run_evidence.sh`
+runs it after the report.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+EXPERIMENTS = ("default", "oracle_reward", "rft_oracle", "sft_best", "random_pairs")
+SAMPLED = "policy/oracle_accuracy_sampled"
+
+
+def load(root: Path) -> dict[tuple[str, int], list[dict]]:
+    """Finished runs (three metrics lines: M1, M2, M3) by (experiment, seed)."""
+    runs = {}
+    for experiment in EXPERIMENTS:
+        for folder in sorted((root / experiment).glob("seed*")):
+            path = folder / "metrics.jsonl"
+            rows = [json.loads(line) for line in path.open()] if path.is_file() else []
+            if len(rows) == 3:
+                runs[experiment, int(folder.name.removeprefix("seed"))] = rows
+    return runs
+
+
+def main() -> None:
+    runs = load(Path(sys.argv[1]))
+    print("| experiment | seed | M1 | M2 | M3 | M3 - M1 (points) | M3 vs M1 head to head, sampled "
+          "| judge pairwise M1 -> M3 | pair accuracy M2, M3 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    gains: dict[str, list[float]] = {}
+    for (experiment, seed), rows in sorted(runs.items(), key=lambda kv: (EXPERIMENTS.index(kv[0][0]), kv[0][1])):
+        acc = [r[SAMPLED] for r in rows]
+        gain = 100 * (acc[2] - acc[0])
+        gains.setdefault(experiment, []).append(gain)
+        pair_acc = [rows[k].get("self_judge/pair_accuracy") for k in (1, 2)]
+        print(f"| {experiment} | {seed} | {acc[0]:.3f} | {acc[1]:.3f} | {acc[2]:.3f} | {gain:+.1f} | "
+              f"{rows[2]['h2h/vs_m1_win_rate_sampled']:.3f} | "
+              f"{rows[0]['judge/pairwise_accuracy']:.3f} -> {rows[2]['judge/pairwise_accuracy']:.3f} | "
+              + ", ".join(f"{p:.2f}" if p is not None else "-" for p in pair_acc) + " |")
+    print()
+    for experiment, values in gains.items():
+        print(f"{experiment}: mean gain {statistics.fmean(values):+.1f} points over {len(values)} seeds, "
+              f"gains on {sum(v > 0 for v in values)}")
+
+    def by_seed(experiment: str, model: int, key: str) -> list[float]:
+        return [rows[model - 1][key] for (e, _), rows in runs.items() if e == experiment]
+
+    m1 = by_seed("default", 1, SAMPLED)
+    if len(m1) > 1:
+        print(f"M1 sampled: mean {statistics.fmean(m1):.3f}, std {100 * statistics.stdev(m1):.1f} points "
+              f"over {len(m1)} seeds")
+    last = {e: by_seed(e, 3, SAMPLED) for e in ("default", "oracle_reward", "random_pairs")}
+    if all(last.values()):
+        default, oracle, floor = (statistics.fmean(last[e]) for e in ("default", "oracle_reward", "random_pairs"))
+        closed = f"{(default - floor) / (oracle - floor):.2f}" if oracle != floor else "undefined"
+        print(f"M3 sampled means: default {default:.3f}, oracle {oracle:.3f}, random {floor:.3f}; "
+              f"share of the floor-to-bound distance closed: {closed}")
+    if m1:
+        h2h = by_seed("default", 3, "h2h/vs_m1_win_rate_sampled")
+        print(f"default M3 vs M1 head to head (sampled, ties half): {statistics.fmean(h2h):.3f}")
+        judge1 = by_seed("default", 1, "judge/pairwise_accuracy")
+        judge3 = by_seed("default", 3, "judge/pairwise_accuracy")
+        print(f"default judge pairwise accuracy M1 {statistics.fmean(judge1):.3f} -> M3 {statistics.fmean(judge3):.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -239,16 +239,17 @@ def _random_list(rng: random.Random, ans: list[str]) -> list[str]:
 
 # Kinds of response and their weights, tuned so that the oracle scores of a task's responses
 # spread over 0..5 (score 4 only arises from a near miss with the right digits, so it is rare).
-_MUTATIONS: dict[str, tuple[float, Callable[[random.Random, list[str]], list[str] | None] | None]] = {
-    "correct": (2.0, lambda rng, ans: ans),
-    "replace": (1.5, _replace),
-    "replace_keep_order": (3.0, None),  # needs the task; drawn in sample_response
-    "repeat": (1.5, _repeat),
-    "swap": (3.0, _swap),
-    "drop": (1.0, _drop),
-    "add": (1.0, _add),
-    "shuffle": (1.5, _shuffle),
-    "random": (1.5, _random_list),
+# Each kind draws from (rng, answer items, task name); most ignore the task.
+_MUTATIONS: dict[str, tuple[float, Callable[[random.Random, list[str], str], list[str] | None]]] = {
+    "correct": (2.0, lambda rng, ans, task: ans),
+    "replace": (1.5, lambda rng, ans, task: _replace(rng, ans)),
+    "replace_keep_order": (3.0, _replace_keep_order),
+    "repeat": (1.5, lambda rng, ans, task: _repeat(rng, ans)),
+    "swap": (3.0, lambda rng, ans, task: _swap(rng, ans)),
+    "drop": (1.0, lambda rng, ans, task: _drop(rng, ans)),
+    "add": (1.0, lambda rng, ans, task: _add(rng, ans)),
+    "shuffle": (1.5, lambda rng, ans, task: _shuffle(rng, ans)),
+    "random": (1.5, lambda rng, ans, task: _random_list(rng, ans)),
 }
 _COPY_WEIGHT = 1.0
 _NON_ANSWER_WEIGHT = 2.0
@@ -275,10 +276,7 @@ def sample_response(rng: random.Random, prompt: str) -> str:
             return " ".join(items)
         if kind == "non_answer":
             return rng.choice([task, "?"])
-        if kind == "replace_keep_order":
-            out = _replace_keep_order(rng, ans, task)
-        else:
-            out = _MUTATIONS[kind][1](rng, ans)
+        out = _MUTATIONS[kind][1](rng, ans, task)
         if out is not None:  # None: this kind cannot change this answer, draw another
             return " ".join(out)
 

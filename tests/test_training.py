@@ -1,6 +1,6 @@
 """The training step, with perfect labels: the check that would have caught "the loop does not learn".
 
-A small policy is fine-tuned on one task until it is right about half the time; its own samples,
+A small policy is fine-tuned on one task until it is right about a third of the time; its own samples,
 labelled by the oracle, give best-vs-worst pairs; DPO with the default recipe
 (``conf/training/tiny.yaml``) must then raise the chosen-over-rejected log-probability margin on
 held-out pairs *and* keep (not lower) the policy's accuracy on held-out prompts. Plain DPO on
@@ -52,7 +52,7 @@ def _accuracy(engine, prompts: list[str]) -> float:
 
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory):
-    """A sort policy right about half the time, and fresh prompts for pairs and for accuracy."""
+    """A sort-only world and a small untrained base model; the test fine-tunes the policy from it."""
     folder = tmp_path_factory.mktemp("dpo")
     build_world(WORLD, folder / "world")
     tokenizer = build_tokenizer(tokenizer_corpus(folder / "world"), vocab_size=256)
@@ -100,5 +100,7 @@ def test_dpo_on_oracle_pairs_raises_the_margin_and_keeps_accuracy(policy):
     # The pairs are perfect, so the preference must generalise to pairs it did not train on ...
     assert after_margin > before_margin + 1.0, (before_margin, after_margin, before_accuracy, after_accuracy)
     # ... without the policy getting worse at the task itself (200 prompts: one prompt is 0.005).
+    # Measured: the default recipe 0.360 -> 0.375 (margin 9.96 -> 11.38); plain DPO
+    # (training.dpo.sft_weight=0) 0.360 -> 0.265 (margin 9.96 -> 11.96).
     assert after_accuracy >= before_accuracy, (before_accuracy, after_accuracy, before_margin, after_margin)
     assert all(answer(p) for p in eval_prompts)

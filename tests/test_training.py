@@ -1,7 +1,7 @@
 """The training step, with perfect labels: the check that would have caught "the loop does not learn".
 
-A small policy is fine-tuned on one task until it is right about a third of the time; its own samples,
-labelled by the oracle, give best-vs-worst pairs; DPO with the default recipe
+A small policy is fine-tuned on one task until it is right about a third of the time; its own
+samples, labelled by the oracle, give best-vs-worst pairs; DPO with the default recipe
 (``conf/training/tiny.yaml``) must then raise the chosen-over-rejected log-probability margin on
 held-out pairs *and* keep (not lower) the policy's accuracy on held-out prompts. Plain DPO on
 such near-miss pairs raises the margin by pushing both answers down, and the accuracy falls

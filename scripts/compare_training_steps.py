@@ -5,8 +5,8 @@
 
 Each spec is ``dpo:LR:EPOCHS:NLL_WEIGHT`` (DPO from M1 against reference M1, with the run's other
 DPO settings and ``training.dpo.sft_weight`` = NLL_WEIGHT; 0 is plain DPO) or ``rft:LR:EPOCHS``
-(SFT on the pairs' chosen answers that have the top score: with oracle-scored pairs, the correct
-ones). Every trained model is measured on the run's held-out prompts, greedy and sampled at the
+(SFT on the iteration's candidates that have the top score, as the loop's ``rft`` objective does:
+with oracle scores, the correct ones). Every trained model is measured on the run's held-out prompts, greedy and sampled at the
 evaluation temperature, and a markdown table is printed. Use a run made with
 ``experiment=oracle_reward`` to measure the training step with perfect labels, and a validation
 seed (not one of the seeds you report) to tune on. Models go to a temporary folder.
@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from selfreward.data import load_data
 from selfreward.evaluation import make_oracle
 from selfreward.generation import Sampling, load_engine
+from selfreward.loop import rft_examples
 from selfreward.rundir import read_jsonl
 from selfreward.training import train_dpo, train_sft
 
@@ -41,7 +42,8 @@ def accuracy(path: str, cfg, prompts: list[str], correct) -> tuple[float, float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--pairs", type=Path, required=True, help="an iteration folder holding pairs.jsonl")
+    parser.add_argument("--pairs", type=Path, required=True,
+                        help="an iteration folder holding pairs.jsonl (and judgments.jsonl for rft)")
     parser.add_argument("specs", nargs="+")
     args = parser.parse_args()
 
@@ -70,9 +72,8 @@ def main() -> None:
             elif kind == "rft":
                 stage = cfg.training.rft
                 stage.learning_rate, stage.epochs = float(lr), float(epochs)
-                best = dict.fromkeys((p["prompt"], p["chosen"]) for p in pairs
-                                     if p["chosen_score"] >= cfg.judge.max_score)
-                train_sft(m1, [{"prompt": p, "completion": c} for p, c in best], out, cfg, seed=0, stage_cfg=stage)
+                examples = rft_examples(read_jsonl(args.pairs / "judgments.jsonl"), cfg.judge.max_score)
+                train_sft(m1, examples, out, cfg, seed=0, stage_cfg=stage)
             else:
                 raise SystemExit(f"unknown spec {spec!r}: use dpo:LR:EPOCHS:NLL_WEIGHT or rft:LR:EPOCHS")
             seconds = time.perf_counter() - start

@@ -235,6 +235,14 @@ def write_pairs(cfg, *, seed: int, out: Path, model: int, oracle: Oracle | None 
     }
 
 
+def rft_examples(judged: list[dict], top_score: float) -> list[dict]:
+    """Rejection sampling: the ``{"prompt", "completion"}`` of every judged candidate scored at least
+    ``top_score``, once per distinct (prompt, answer), since copies of a sample would weigh it more."""
+    top = {(r["prompt"], r["response"].strip()): {"prompt": r["prompt"], "completion": r["response"]}
+           for r in judged if r["score"] is not None and r["score"] >= top_score}
+    return list(top.values())
+
+
 def sft_examples(data: SeedData, cfg) -> list[dict]:
     """IFT pairs as they are, EFT rows as (filled judge template -> judgment)."""
     template = load_template(cfg.judge.template)
@@ -381,10 +389,7 @@ def _iterate(t: int, run_dir: Path, models: _Models, data: SeedData, cfg, oracle
 
     def rft() -> dict:
         models.free()
-        top = [{"prompt": r["prompt"], "completion": r["response"]} for r in read_jsonl(out / "judgments.jsonl")
-               if r["score"] is not None and r["score"] >= cfg.judge.max_score]
-        # One example per distinct (prompt, answer): copies of a sample would weigh it more.
-        unique = list({(e["prompt"], e["completion"].strip()): e for e in top}.values())
+        unique = rft_examples(read_jsonl(out / "judgments.jsonl"), cfg.judge.max_score)
         if not unique:
             raise SelfRewardError(f"iteration {t}: no candidate got the top score {cfg.judge.max_score}; "
                                   f"rejection-sampling fine-tuning has nothing to train on ({out / 'judgments.jsonl'})")

@@ -68,3 +68,16 @@ def test_no_eligible_prompts_gives_nan_tie_rate():
 def test_unknown_method():
     with pytest.raises(ValueError, match="pairs.method"):
         build_pairs([], method="max_random")
+
+
+def test_rft_examples_keep_each_top_scored_answer_once():
+    from selfreward.loop import rft_examples
+
+    judged = [
+        {"prompt": "p", "response": "a", "score": 5.0},
+        {"prompt": "p", "response": "a ", "score": 5.0},  # the same answer with a trailing space
+        {"prompt": "p", "response": "b", "score": 4.0},  # below the top score
+        {"prompt": "p", "response": "c", "score": None},  # no judgment parsed
+        {"prompt": "q", "response": "a", "score": 5.0},  # the same text for another prompt counts
+    ]
+    assert rft_examples(judged, 5) == [{"prompt": "p", "completion": "a "}, {"prompt": "q", "completion": "a"}]

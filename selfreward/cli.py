@@ -3,6 +3,11 @@
     selfreward                                   # the default experiment on the built-in world
     selfreward experiment=smoke iterations=1     # an experiment file plus overrides
     selfreward -m seed=0,1,2                     # a sweep, one run directory per job
+
+Exit codes: 0 done; 1 a run that stopped on its input or state (a bad data file, a run directory
+in use, a training loss that went NaN), with one line saying why; 2 a config that cannot work
+(a value out of range, a missing template, a resume with another config), stopped before
+anything was written; 130 interrupted (run the same command again to resume).
 """
 
 from __future__ import annotations
@@ -13,15 +18,62 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 
-from selfreward.config import register_configs
-from selfreward.rundir import SelfRewardError
+from selfreward.config import ConfigError, register_configs, validate
+from selfreward.rundir import SelfRewardError, lock_run_dir
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger("selfreward")
 
 register_configs()
+
+_checked = False  # set once CheckAtStart ran: a Hydra failure before that is a bad command line
+
+
+def _stop(e: SelfRewardError) -> None:
+    # One clear line for errors of input or run state; a traceback would bury it.
+    print(f"selfreward: error: {e}", file=sys.stderr)
+    sys.exit(2 if isinstance(e, ConfigError) else 1)
+
+
+def _task_config(config: DictConfig) -> DictConfig:
+    return OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+
+
+class CheckAtStart(Callback):
+    """Checks the config (and the run directory it names) before Hydra creates or writes into
+    that directory, so that a bad value never touches an existing run (``conf/config.yaml``
+    registers it under ``hydra.callbacks``)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        from selfreward.loop import check_config
+
+        global _checked
+        _checked = True
+        task = _task_config(config)
+        try:
+            validate(task)
+            try:
+                run_dir = Path(config.hydra.run.dir)
+            except Exception:  # noqa: BLE001 - a run dir naming ${hydra:...}: loop.run checks it later
+                return
+            check_config(task, run_dir, write=False)
+            if run_dir.is_dir():
+                with lock_run_dir(run_dir):
+                    pass
+        except SelfRewardError as e:
+            _stop(e)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        # The values common to every job; each job's own overrides are checked by loop.run.
+        global _checked
+        _checked = True
+        try:
+            validate(_task_config(config))
+        except SelfRewardError as e:
+            _stop(e)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
@@ -33,15 +85,23 @@ def _app(cfg: DictConfig) -> None:
     try:
         rows = run(cfg, run_dir)
     except SelfRewardError as e:
-        # One clear line for errors of input or run state; a traceback would bury it.
-        print(f"selfreward: error: {e}", file=sys.stderr)
-        sys.exit(1)
+        _stop(e)
+    except KeyboardInterrupt:
+        print(f"selfreward: interrupted; run the same command again to resume {run_dir}", file=sys.stderr)
+        sys.exit(130)
     last = rows[-1]
     log.info("done: M%d in %s (metrics.jsonl holds M1..M%d)", last["model"], run_dir, last["model"])
 
 
 def main() -> None:
-    _app()
+    try:
+        _app()
+    except SystemExit as e:
+        # Hydra reports a command line it cannot compose (an unknown key, a value of the wrong
+        # type, a missing option) itself and exits with 1; that is a bad config: 2.
+        if e.code == 1 and not _checked:
+            sys.exit(2)
+        raise
 
 
 if __name__ == "__main__":

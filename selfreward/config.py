@@ -8,8 +8,17 @@ the key. One dataclass per config group, named like the group and the module tha
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from selfreward.rundir import SelfRewardError
 
 from selfreward.world import WorldConfig
 
@@ -69,15 +78,15 @@ class PromptsConfig:
     template: str = "self_instruct_small"
     writer: str = "current"  # "current" = M_t; otherwise a model id/path used as a fixed prompt writer
     shots: int = 4  # k demonstrations drawn from the seed prompts for each request
-    n_requests: int = 256  # prompts asked for per iteration (before filtering)
+    n_requests: int = 1000  # prompts asked for per iteration (before filtering)
     max_prompts: int | None = None  # cap on prompts kept per iteration
     temperature: float = 1.0
     top_p: float = 0.9
     max_new_tokens: int = 24
     first_line_only: bool = True  # keep the first non-empty line of what the writer wrote
     min_chars: int = 5
-    max_chars: int = 200
-    max_rouge_l: float = 0.7  # drop near-duplicates of seed or earlier prompts; >= 1 disables
+    max_chars: int = 60
+    max_rouge_l: float = 0.99  # drop near-duplicates of seed or earlier prompts; >= 1 disables
     banned_keywords: list[str] = field(default_factory=list)
 
 
@@ -87,9 +96,9 @@ class GenerationConfig:
 
     backend: str = "hf"
     batch_size: int = 64  # sequences per generate() call
-    n_candidates: int = 4
-    temperature: float = 0.7
-    top_p: float = 0.9
+    n_candidates: int = 8  # the paper's 4 at 0.7 gave mostly identical samples (conf/generation/default.yaml)
+    temperature: float = 1.0
+    top_p: float = 1.0
     max_new_tokens: int = 32
 
 
@@ -154,8 +163,9 @@ class DPOConfig:
 
 @dataclass
 class TrainingConfig:
-    sft: SFTConfig = field(default_factory=SFTConfig)
-    dpo: DPOConfig = field(default_factory=DPOConfig)
+    # The built-in world's recipe (conf/training/tiny.yaml says why): 4 epochs, DPO + NLL.
+    sft: SFTConfig = field(default_factory=lambda: SFTConfig(epochs=4.0))
+    dpo: DPOConfig = field(default_factory=lambda: DPOConfig(epochs=4.0, sft_weight=3.0))
     # dpo: each iteration trains on the pairs (the method). sft_best: SFT on the chosen answers
     # alone, no rejected ones (the paper's negative ablation), with the settings in sft_best.
     # rft: rejection-sampling fine-tuning, SFT on every distinct candidate the judge gave the
@@ -163,7 +173,7 @@ class TrainingConfig:
     # the samples the oracle marks correct (ReST-EM / RAFT, the simplest baseline that works).
     objective: str = "dpo"
     sft_best: SFTConfig = field(default_factory=lambda: SFTConfig(learning_rate=1e-4, batch_size=16))
-    rft: SFTConfig = field(default_factory=lambda: SFTConfig(learning_rate=3e-4, batch_size=16))
+    rft: SFTConfig = field(default_factory=lambda: SFTConfig(learning_rate=3e-4, batch_size=16, epochs=4.0))
     activation_checkpointing: bool = False  # trade compute for memory on large models
     logging_steps: int = 10
     dataloader_num_workers: int = 0
@@ -216,7 +226,22 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="base_config", node=Config)
 
 
-# Keys with a fixed set of values, checked at start so that a bad one never costs finished stages.
+# --- Checks: every value, before any stage runs ------------------------------------------------
+#
+# Where defaults live: the schema above is the one source of truth. `selfreward` with no overrides
+# runs exactly its values; the default option of each group (conf/<group>/<default>.yaml) repeats
+# them to say why they were chosen, and tests/test_config.py fails if a file and the schema
+# disagree. Other options (training=paper, ...) hold what they change.
+#
+# validate() below is the one place that checks values: the CLI calls it before Hydra writes
+# anything into the run directory, and loop.run calls it again for configs built in Python.
+
+
+class ConfigError(SelfRewardError):
+    """A config value that cannot work; the CLI prints it as one line and exits with code 2."""
+
+
+# Keys with a fixed set of values.
 CHOICES = {
     "data.source": ("builtin", "files", "oasst"),
     "generation.backend": ("hf",),
@@ -225,22 +250,122 @@ CHOICES = {
     "pairs.method": ("best_worst", "random"),
     "training.objective": ("dpo", "sft_best", "rft"),
     "training.dpo.reference": ("previous", "sft"),
+    # TRL 1.16's DPO losses (DPOConfig.loss_type); "sft" is added by training.dpo.sft_weight.
+    "training.dpo.loss_type": ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair",
+                               "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop",
+                               "sigmoid_norm"),
     "logger.backend": ("none", "wandb"),
+    "logger.mode": ("online", "offline", "disabled"),
 }
 
 
-def validate(cfg) -> None:
-    """Check a composed config against the schema: no unknown keys, values of the right type,
-    and the keys of :data:`CHOICES` holding one of their values.
+def _rule(test: Callable[[Any], bool], allowed: str, optional: bool = False) -> tuple:
+    """A range check: ``test`` on a finite number (or None where ``optional``) and its description."""
+    def check(value) -> bool:
+        if value is None:
+            return optional
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        return test(value)
+    return check, f"null or {allowed}" if optional else allowed
 
+
+def _int_at_least(low: int, why: str = "", optional: bool = False) -> tuple:
+    return _rule(lambda v: v >= low, f"an integer >= {low}{why}", optional)
+
+
+_POSITIVE = _rule(lambda v: v > 0, "a number > 0")
+_NOT_NEGATIVE = _rule(lambda v: v >= 0, "a number >= 0")
+_TOP_P = _rule(lambda v: 0 < v <= 1, "a number in (0, 1]")
+_TEMPERATURE = _rule(lambda v: v >= 0, "a number >= 0 (0 is greedy)")
+
+
+def _trainer_ranges(prefix: str) -> dict:
+    return {
+        f"{prefix}.learning_rate": _POSITIVE,
+        f"{prefix}.warmup_ratio": _rule(lambda v: 0 <= v < 1, "a number in [0, 1) (a share of the steps)"),
+        f"{prefix}.epochs": _POSITIVE,
+        f"{prefix}.batch_size": _int_at_least(1),
+        f"{prefix}.gradient_accumulation_steps": _int_at_least(1),
+        f"{prefix}.weight_decay": _NOT_NEGATIVE,
+        f"{prefix}.max_length": _int_at_least(8, " (tokens of prompt and answer together)"),
+    }
+
+
+# Numeric keys and their allowed values. A key not named here is free (seed) or checked below.
+RANGES = {
+    "iterations": _int_at_least(0),
+    "threads": _int_at_least(1, optional=True),
+    "model.vocab_size": _int_at_least(16),
+    "model.hidden_size": _int_at_least(1),
+    "model.num_layers": _int_at_least(1),
+    "model.num_heads": _int_at_least(1),
+    "model.intermediate_size": _int_at_least(1),
+    "model.max_position_embeddings": _int_at_least(16),
+    "data.max_ift": _int_at_least(1, optional=True),
+    "data.max_eft": _int_at_least(1, optional=True),
+    "data.max_eval_prompts": _int_at_least(1, optional=True),
+    "data.max_judge_eval": _int_at_least(1, optional=True),
+    "data.oasst.n_eval": _int_at_least(1),
+    "data.oasst.n_judge_eval": _int_at_least(1),
+    "data.oasst.keep_most_common": _POSITIVE,
+    "prompts.shots": _int_at_least(1),
+    "prompts.n_requests": _int_at_least(1),
+    "prompts.max_prompts": _int_at_least(1, optional=True),
+    "prompts.temperature": _TEMPERATURE,
+    "prompts.top_p": _TOP_P,
+    "prompts.max_new_tokens": _int_at_least(1),
+    "prompts.min_chars": _int_at_least(0),
+    "prompts.max_chars": _int_at_least(1),
+    "prompts.max_rouge_l": _rule(lambda v: v >= 0, "a number >= 0 (1 or more turns the filter off)"),
+    "generation.batch_size": _int_at_least(1),
+    "generation.n_candidates": _int_at_least(2, " (a preference pair needs two candidates)"),
+    "generation.temperature": _TEMPERATURE,
+    "generation.top_p": _TOP_P,
+    "generation.max_new_tokens": _int_at_least(1),
+    "judge.repeats": _int_at_least(1),
+    "judge.temperature": _TEMPERATURE,
+    "judge.top_p": _TOP_P,
+    "judge.max_new_tokens": _int_at_least(1),
+    "pairs.min_margin": _NOT_NEGATIVE,
+    **_trainer_ranges("training.sft"),
+    **_trainer_ranges("training.dpo"),
+    **_trainer_ranges("training.sft_best"),
+    **_trainer_ranges("training.rft"),
+    "training.dpo.beta": _rule(lambda v: v > 0, "a number > 0 (at 0 DPO cannot learn)"),
+    "training.dpo.sft_weight": _NOT_NEGATIVE,
+    "training.logging_steps": _int_at_least(1),
+    "training.dataloader_num_workers": _int_at_least(0),
+    "evaluation.sampled_temperature": _TEMPERATURE,
+    "evaluation.top_p": _TOP_P,
+    "evaluation.max_new_tokens": _int_at_least(1),
+    "evaluation.judge_repeats": _int_at_least(1, optional=True),
+    "evaluation.pairwise_pairs": _int_at_least(1),
+    "evaluation.pairwise_max_new_tokens": _int_at_least(1),
+    "logger.sample_pairs": _int_at_least(0),
+}
+
+# The fields each kind of template must contain.
+TEMPLATE_FIELDS = {
+    "judge.template": ("prompt", "response"),
+    "judge.pairwise_template": ("prompt", "response_a", "response_b"),
+    "prompts.template": ("examples",),
+}
+
+
+def _fail(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"invalid config: {key}={value!r}; allowed: {allowed}")
+
+
+def validate(cfg) -> None:
+    """Check a composed config: no unknown keys, values of the right type, every value in its
+    range (:data:`CHOICES`, :data:`RANGES` and the rules between keys below), and the files the
+    config names (templates, data folder, local model folders) present and usable.
+
+    Raises :class:`ConfigError` with one line naming the key, the value and what is allowed.
     Hydra's struct mode already rejects a misspelt override; this also catches keys added with
     ``+key=value`` and configs built by hand (in tests or notebooks).
     """
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from selfreward.rundir import SelfRewardError
-
     def unknown(schema, node, prefix=""):
         for key, value in node.items():
             if key not in schema:
@@ -252,18 +377,149 @@ def validate(cfg) -> None:
     extra = list(unknown(OmegaConf.to_container(schema), OmegaConf.to_container(cfg, resolve=False)))
     if extra:
         more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
-        raise SelfRewardError(f"invalid config: unknown key {extra[0]!r}{more}")
+        raise ConfigError(f"invalid config: unknown key {extra[0]!r}{more}")
     try:
         OmegaConf.merge(schema, cfg)
     except OmegaConfBaseException as e:
-        raise SelfRewardError(f"invalid config: {str(e).splitlines()[0]} (key: {e.full_key})") from None
+        raise ConfigError(f"invalid config: {str(e).splitlines()[0]} (key: {e.full_key})") from None
+    try:
+        values = {key: OmegaConf.select(cfg, key, throw_on_missing=True) for key in [*CHOICES, *RANGES]}
+    except MissingMandatoryValue as e:
+        raise ConfigError(f"invalid config: {e.full_key} is not set") from None
     for key, allowed in CHOICES.items():
-        value = OmegaConf.select(cfg, key)
-        if value not in allowed:
-            raise SelfRewardError(f"invalid config: {key}={value!r}; choose one of {', '.join(allowed)}")
-    if cfg.iterations < 0:
-        raise SelfRewardError(f"invalid config: iterations must be >= 0, got {cfg.iterations}")
-    if cfg.judge.mode == "sample" and cfg.judge.repeats < 1:
-        raise SelfRewardError(f"invalid config: judge.repeats must be at least 1, got {cfg.judge.repeats}")
-    if cfg.judge.source == "oracle" and cfg.data.source != "builtin":
-        raise SelfRewardError("invalid config: judge.source=oracle needs data=builtin, the only world with an oracle")
+        if values[key] not in allowed:
+            raise _fail(key, values[key], f"one of {', '.join(allowed)}")
+    for key, (check, allowed) in RANGES.items():
+        if not check(values[key]):
+            raise _fail(key, values[key], allowed)
+    if cfg.data.source == "files" and not cfg.data.dir:
+        raise ConfigError("invalid config: data.dir=None; allowed: with data=files, a folder holding ift.jsonl, "
+                          "eft.jsonl, eval_prompts.jsonl and judge_eval.jsonl (data.dir=FOLDER)")
+    _check_rules(cfg)
+    _check_files(cfg)
+
+
+def _check_rules(cfg) -> None:
+    """Rules between keys, and keys whose values a library defines."""
+    import torch
+    from transformers import SchedulerType
+
+    j, m = cfg.judge, cfg.model
+    if j.min_score >= j.max_score:
+        raise ConfigError(f"invalid config: judge.min_score={j.min_score}, judge.max_score={j.max_score}; "
+                          f"allowed: min_score < max_score")
+    if cfg.prompts.min_chars > cfg.prompts.max_chars:
+        raise ConfigError(f"invalid config: prompts.min_chars={cfg.prompts.min_chars}, prompts.max_chars="
+                          f"{cfg.prompts.max_chars}; allowed: min_chars <= max_chars")
+    schedulers = [s.value for s in SchedulerType]
+    for key in ("training.sft", "training.dpo", "training.sft_best", "training.rft"):
+        value = OmegaConf.select(cfg, f"{key}.lr_scheduler_type")
+        if value not in schedulers:
+            raise _fail(f"{key}.lr_scheduler_type", value, f"one of {', '.join(schedulers)}")
+    if m.dtype != "auto" and not isinstance(getattr(torch, m.dtype, None), torch.dtype):
+        raise _fail("model.dtype", m.dtype, "auto or a torch dtype such as float32, bfloat16, float16")
+    if m.device != "auto":
+        try:
+            torch.device(m.device)
+        except RuntimeError:
+            raise _fail("model.device", m.device, "auto or a torch device such as cpu, cuda, cuda:1") from None
+    if m.name_or_path == "builtin":
+        if m.hidden_size % m.num_heads:
+            raise ConfigError(f"invalid config: model.hidden_size={m.hidden_size}, model.num_heads={m.num_heads}; "
+                              f"allowed: hidden_size a multiple of num_heads")
+        if cfg.data.source != "builtin":
+            raise ConfigError(f"invalid config: model.name_or_path='builtin' with data.source={cfg.data.source!r}; "
+                              f"allowed: the built-in model only with data=builtin (its tokenizer is built from "
+                              f"that world); set model=... to a real model")
+    if j.source == "oracle" and cfg.data.source != "builtin":
+        raise ConfigError(f"invalid config: judge.source='oracle' with data.source={cfg.data.source!r}; "
+                          f"allowed: judge.source=oracle needs data=builtin, the only world with an oracle")
+    if cfg.data.source == "builtin":
+        from selfreward.world import WorldConfig
+
+        try:
+            WorldConfig(**OmegaConf.to_container(cfg.data.world, resolve=True))
+        except ValueError as e:
+            raise ConfigError(f"invalid config: data.world: {e}") from None
+
+
+def _check_files(cfg) -> None:
+    """The files the config names: templates with their fields, the data folder, local models."""
+    from selfreward.prompts import load_template
+
+    for key, fields in TEMPLATE_FIELDS.items():
+        if key == "judge.pairwise_template" and not cfg.evaluation.position_bias:
+            continue  # read only by the position-bias measurement (and by scripts, which check it)
+        name = cfg.judge.template if key == "judge.template" else (
+            cfg.judge.pairwise_template if key == "judge.pairwise_template" else cfg.prompts.template)
+        try:
+            text = load_template(name)
+        except SelfRewardError as e:
+            raise ConfigError(f"invalid config: {key}={name!r}: {e}") from None
+        missing = [f for f in fields if "{" + f + "}" not in text]
+        if missing:
+            raise ConfigError(f"invalid config: {key}={name!r}: the template has no {{{missing[0]}}} field; "
+                              f"allowed: a template with {', '.join('{' + f + '}' for f in fields)}")
+    if cfg.data.source == "files":
+        from selfreward.data import FILES
+
+        folder = Path(cfg.data.dir).expanduser()
+        if not folder.is_dir():
+            raise ConfigError(f"invalid config: data.dir={cfg.data.dir!r} is not a folder")
+        for name in FILES:
+            if not (folder / f"{name}.jsonl").is_file():
+                raise ConfigError(f"invalid config: data.dir={cfg.data.dir!r} has no {name}.jsonl "
+                                  f"(it needs {', '.join(f + '.jsonl' for f in FILES)})")
+    if cfg.data.source == "oasst":
+        source = cfg.data.oasst.source
+        if _is_local(source) and not Path(source).expanduser().is_dir():
+            raise ConfigError(f"invalid config: data.oasst.source={source!r} is not a folder "
+                              f"(a hub id, or a folder with train.jsonl[.gz] and validation.jsonl[.gz])")
+    if cfg.model.name_or_path != "builtin":
+        check_model_folder("model.name_or_path", cfg.model.name_or_path, cfg.model.trust_remote_code,
+                           tokenizer=cfg.model.tokenizer is None)
+        if cfg.model.tokenizer is not None:
+            check_tokenizer("model.tokenizer", cfg.model.tokenizer, cfg.model.trust_remote_code)
+    if cfg.prompts.writer != "current":
+        check_model_folder("prompts.writer", cfg.prompts.writer, cfg.model.trust_remote_code)
+
+
+def _is_local(path: str) -> bool:
+    """A path on this machine (as opposed to a Hugging Face hub id, which is not checked here)."""
+    return path.startswith((".", "/", "~")) or Path(path).expanduser().exists()
+
+
+# Files that hold a model's weights, in the formats from_pretrained reads (a LoRA adapter included).
+WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json",
+                "adapter_model.safetensors", "adapter_model.bin")
+
+
+def check_model_folder(key: str, path: str, trust_remote_code: bool = False, *, tokenizer: bool = True) -> None:
+    """A local model folder has a config, weights and (when ``tokenizer``) a tokenizer that loads."""
+    if not _is_local(path):
+        return
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"invalid config: {key}={path!r}: no such folder")
+    if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
+        raise ConfigError(f"invalid config: {key}={path!r}: not a model folder (no config.json)")
+    if not any(next(folder.glob(pattern), None) for pattern in WEIGHT_FILES):
+        raise ConfigError(f"invalid config: {key}={path!r}: the folder has no weights "
+                          f"(model.safetensors or pytorch_model.bin)")
+    if tokenizer:
+        check_tokenizer(key, path, trust_remote_code)
+
+
+def check_tokenizer(key: str, path: str, trust_remote_code: bool = False) -> None:
+    """A local tokenizer loads (whatever the reason it does not, in one line)."""
+    if not _is_local(path):
+        return
+    from transformers import AutoTokenizer
+
+    if not Path(path).expanduser().is_dir():
+        raise ConfigError(f"invalid config: {key}={path!r}: no such folder")
+    try:
+        AutoTokenizer.from_pretrained(str(Path(path).expanduser()), trust_remote_code=trust_remote_code)
+    except Exception as e:  # noqa: BLE001 - any failure of a user's tokenizer files is reported the same way
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"invalid config: {key}={path!r}: the tokenizer cannot be loaded ({first})") from None

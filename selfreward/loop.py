@@ -28,7 +28,7 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from selfreward.config import validate
+from selfreward.config import ConfigError, validate
 from selfreward.data import SeedData, load_data, prepare_data
 from selfreward.evaluation import (
     Oracle,
@@ -39,12 +39,14 @@ from selfreward.evaluation import (
     make_oracle,
     self_judge_quality,
 )
-from selfreward.generation import Engine, Sampling, check_model_path, load_engine
+from selfreward.generation import Engine, Sampling, check_model_path, finished, load_engine
 from selfreward.judge import judge, judge_message, summarise
+from selfreward.models import check_training
 from selfreward.pairs import build_pairs
 from selfreward.prompts import filter_prompts, load_template, sample_shots, self_instruct_prompt
 from selfreward.rundir import (
     SelfRewardError,
+    lock_run_dir,
     read_json,
     read_jsonl,
     run_stage,
@@ -67,14 +69,19 @@ def stage_seed(seed: int, model: int, stage: str) -> int:
     return int.from_bytes(digest[:4], "little") % (2**31)
 
 
-def check_config(cfg, run_dir: Path) -> None:
-    """Save the resolved config, or check that a resumed run uses the same one."""
+def check_config(cfg, run_dir: Path, *, write: bool = True) -> None:
+    """Save the resolved config (when ``write``), or check that a resumed run uses the same one."""
     current = OmegaConf.to_container(cfg, resolve=True)
-    path = run_dir / "config.yaml"
+    path = Path(run_dir) / "config.yaml"
     if not path.is_file():
-        write_text(path, yaml.safe_dump(current, sort_keys=False))
+        if write:
+            write_text(path, yaml.safe_dump(current, sort_keys=False))
         return
-    saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path} cannot be read ({str(e).splitlines()[0]}); the run directory is damaged, "
+                          f"pick another hydra.run.dir") from None
     changes = [
         f"{key}: {old!r} -> {new!r}"
         for key, old, new in _diff(saved, current)
@@ -82,7 +89,7 @@ def check_config(cfg, run_dir: Path) -> None:
     ]
     if changes:
         more = f" (and {len(changes) - 1} more)" if len(changes) > 1 else ""
-        raise SelfRewardError(
+        raise ConfigError(
             f"{run_dir} holds a run made with another config ({changes[0]}{more}); "
             f"resume it with the same config, or pick another hydra.run.dir"
         )
@@ -157,8 +164,12 @@ def write_candidates(engine: Engine, cfg, *, seed: int, out: Path) -> dict:
         raise SelfRewardError(f"{out}: self-instruction kept no prompts; see prompts_raw.jsonl")
     outputs = engine.generate(prompts, Sampling(g.temperature, g.top_p, g.max_new_tokens), n=g.n_candidates,
                               seed=seed, desc="sample candidates")
-    write_jsonl(out / "candidates.jsonl", [{"prompt": p, "responses": o} for p, o in zip(prompts, outputs)])
-    return {"prompts": len(prompts), "candidates": sum(len(o) for o in outputs)}
+    # finished: false marks a candidate cut at max_new_tokens (it stays out of the pairs by default).
+    write_jsonl(out / "candidates.jsonl", [{"prompt": p, "responses": o, "finished": [finished(t) for t in o]}
+                                           for p, o in zip(prompts, outputs)])
+    flags = [finished(t) for o in outputs for t in o]
+    return {"prompts": len(prompts), "candidates": len(flags),
+            "truncation_rate": flags.count(False) / len(flags) if flags else 0.0}
 
 
 def oracle_judgments(items: list[tuple[str, str]]) -> list[dict]:
@@ -177,6 +188,7 @@ def write_judgments(engine: Callable[[], Engine], cfg, *, seed: int, out: Path) 
     j = cfg.judge
     candidates = read_jsonl(out / "candidates.jsonl")
     items = [(c["prompt"], r) for c in candidates for r in c["responses"]]
+    done = [flag for c in candidates for flag in c.get("finished") or [True] * len(c["responses"])]
     # A confident model samples the same answer several times; each distinct answer is judged
     # once (with all its repeats) and the record shared, which saves work and keeps copies equal.
     distinct = list(dict.fromkeys(items))
@@ -186,10 +198,13 @@ def write_judgments(engine: Callable[[], Engine], cfg, *, seed: int, out: Path) 
         judged = judge(engine(), load_template(j.template), distinct, j, seed=seed, desc="self-judge")
     by_item = dict(zip(distinct, judged))
     records = [by_item[item] for item in items]
-    write_jsonl(out / "judgments.jsonl", [{"prompt": p, "response": r, **rec} for (p, r), rec in zip(items, records)])
+    write_jsonl(out / "judgments.jsonl", [{"prompt": p, "response": r, "finished": d, **rec}
+                                          for (p, r), d, rec in zip(items, done, records)])
     judgments = [s for rec in judged for s in rec["scores"]]  # the judgments actually made
     parsed = [s for s in judgments if s is not None]
+    cut = [not d for rec in judged for d in rec.get("judgment_finished", [])]
     return {
+        "truncation_rate": sum(cut) / len(cut) if cut else 0.0,
         "distinct_candidates": len(distinct),
         "judgments": len(judgments),
         "parse_failure_rate": 1 - len(parsed) / len(judgments) if judgments else 0.0,
@@ -203,16 +218,19 @@ def write_pairs(cfg, *, seed: int, out: Path, model: int, oracle: Oracle | None 
     groups: dict[str, dict] = {}
     judged = read_jsonl(out / "judgments.jsonl")
     for row in judged:
-        g = groups.setdefault(row["prompt"], {"prompt": row["prompt"], "responses": [], "scores": [], "judgments": []})
+        g = groups.setdefault(row["prompt"], {"prompt": row["prompt"], "responses": [], "scores": [], "judgments": [],
+                                              "finished": []})
         g["responses"].append(row["response"])
         g["scores"].append(row["score"])
         g["judgments"].append(row["judgments"])
+        g["finished"].append(row.get("finished", True))
     pairs, stats = build_pairs(list(groups.values()), method=cfg.pairs.method, min_margin=cfg.pairs.min_margin,
-                               seed=seed)
+                               seed=seed, allow_truncated=cfg.pairs.allow_truncated)
     if not pairs:
         raise SelfRewardError(
             f"iteration {model - 1} made no preference pairs from {stats.prompts} prompts "
-            f"({stats.ties} ties, {stats.too_few_scored} with fewer than 2 distinct scored candidates); "
+            f"({stats.ties} ties, {stats.too_few_scored} with fewer than 2 distinct scored candidates, "
+            f"{stats.truncated} candidates cut at generation.max_new_tokens left out); "
             f"see {out / 'judgments.jsonl'}"
         )
     # Keep the judge's text beside each pair for inspection (TRL reads only prompt/chosen/rejected).
@@ -285,10 +303,7 @@ def base_model_path(cfg, run_dir: Path, data_dir: Path) -> tuple[str, str, dict]
         check_model_path(cfg.model.name_or_path)
         check_model_path(tokenizer)
         return cfg.model.name_or_path, tokenizer, {}
-    if cfg.data.source != "builtin":
-        raise SelfRewardError("model=tiny (the built-in model) needs data=builtin: its tokenizer is built from "
-                              "that world")
-    from selfreward import world
+    from selfreward import world  # config.validate: the built-in model comes with data=builtin
 
     folder = run_dir / "m0"
 
@@ -315,9 +330,19 @@ def _report_to(cfg) -> str:
 def run(cfg, run_dir: str | Path) -> list[dict]:
     """Run (or resume) the whole experiment in ``run_dir``; return the metrics rows."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    validate(cfg)
-    check_config(cfg, run_dir)
+    validate(cfg)  # before anything is written: a bad value never touches an existing run
+    check_config(cfg, run_dir, write=False)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SelfRewardError(f"cannot create the run directory {run_dir}: {e.strerror}") from None
+    with lock_run_dir(run_dir):
+        check_config(cfg, run_dir)
+        return _run(cfg, run_dir)
+
+
+def _run(cfg, run_dir: Path) -> list[dict]:
+    check_training(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     tracker = Tracker(cfg, run_dir)
@@ -410,6 +435,9 @@ def _iterate(t: int, run_dir: Path, models: _Models, data: SeedData, cfg, oracle
         "pairs/rejected_length": info["pairs"]["rejected_length"],
         "self_judge/parse_failure_rate": info["judgments"]["parse_failure_rate"],
         "self_judge/mean_score": info["judgments"]["mean_score"],
+        # Shares cut at max_new_tokens: candidates (left out of the pairs by default) and judgments.
+        "candidates/truncation_rate": info["candidates"].get("truncation_rate"),
+        "self_judge/truncation_rate": info["judgments"].get("truncation_rate"),
     }
     counts.update({k: v for k, v in info["pairs"].items() if k.startswith("self_judge/")})
     if "valid_rate" in info["prompts"]:

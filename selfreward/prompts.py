@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from selfreward.rundir import SelfRewardError
+
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 # A chat template for tokenizers that ship without one (base models, the built-in world).
@@ -32,10 +34,16 @@ def load_template(name_or_path: str) -> str:
     path = builtin if builtin.is_file() else Path(name_or_path).expanduser()
     if not path.is_file():
         names = sorted(p.stem for p in TEMPLATE_DIR.glob("*.txt"))
-        raise FileNotFoundError(
+        raise SelfRewardError(
             f"template {name_or_path!r} is neither a built-in ({', '.join(names)}) nor a file"
         )
-    return path.read_text(encoding="utf-8").rstrip("\n")
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\n")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise SelfRewardError(f"{path}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x})") from None
+    except OSError as e:
+        raise SelfRewardError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def fill(template: str, **fields: str) -> str:

@@ -12,7 +12,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,24 @@ class SelfRewardError(RuntimeError):
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write ``text`` atomically: readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``text`` atomically: readers see the old file or the whole new one, never a part.
+
+    A failed write (a full disk, no permission) removes its temporary file and raises
+    :class:`SelfRewardError`; the stage it belongs to has no marker yet, so it is redone on resume.
+    """
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise SelfRewardError(f"cannot write {path}: {e.strerror or e}; the stage writing it is unfinished and "
+                              f"is redone when the run is resumed") from None
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -52,17 +63,26 @@ def read_jsonl(path: Path) -> list[dict]:
         raise SelfRewardError(f"{path}: file not found")
     rows = []
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SelfRewardError(f"{path}:{number}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise SelfRewardError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+    try:
+        with opener(path, "rb") as f:
+            # Lines are decoded one at a time so that an error names the line it is on.
+            for number, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise SelfRewardError(f"{path}:{number}: not UTF-8 text (byte {raw[e.start]:#04x} at "
+                                          f"column {e.start + 1}); save the file as UTF-8") from None
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise SelfRewardError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+                if not isinstance(row, dict):
+                    raise SelfRewardError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+                rows.append(row)
+    except (OSError, EOFError) as e:  # no permission, a truncated or corrupt .gz
+        raise SelfRewardError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
     return rows
 
 
@@ -93,12 +113,41 @@ def run_stage(folder: Path, stage: str, fn: Callable[[], dict]) -> dict:
     """
     if is_done(folder, stage):
         return read_done(folder, stage)
-    Path(folder).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    info = dict(fn() or {})
-    info["seconds"] = time.perf_counter() - start
-    write_json(done_path(folder, stage), info)
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        info = dict(fn() or {})
+        info["seconds"] = time.perf_counter() - start
+        write_json(done_path(folder, stage), info)
+    except OSError as e:  # a write that failed inside a library (a model save on a full disk)
+        where = f" ({e.filename})" if e.filename else ""
+        raise SelfRewardError(f"stage {stage} in {folder} failed: {e.strerror or e}{where}; it is unfinished "
+                              f"and is redone when the run is resumed") from None
     return info
+
+
+@contextmanager
+def lock_run_dir(run_dir: Path) -> Iterator[None]:
+    """Hold ``<run_dir>/run.lock`` for the ``with`` block.
+
+    A second process on the same run directory stops at once with a clear message instead of
+    interleaving its stages with the first one's. The operating system drops the lock when its
+    process ends, however it ends, so a crash never leaves a stale lock behind.
+    """
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(Path(run_dir) / "run.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise SelfRewardError(
+            f"{run_dir} is in use by another selfreward process (it holds {lock.lock_file}); wait for it "
+            f"to finish, or pick another hydra.run.dir"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

@@ -293,12 +293,12 @@ class WorldConfig:
     tasks: list[str] = field(default_factory=lambda: ["sort", "unique", "evens"])
     min_items: int = 3
     max_items: int = 6
-    n_ift: int = 2000
+    n_ift: int = 1600  # conf/data/builtin.yaml says why these three
     n_self_instruct: int = 300
     self_instruct_shots: int = 4
     self_instruct_template: str = "self_instruct_small"
-    n_eft: int = 2000
-    n_eval_prompts: int = 200
+    n_eft: int = 6000
+    n_eval_prompts: int = 500
     n_judge_eval: int = 100
     judge_eval_responses: int = 4
 

@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from selfreward.config import register_configs, validate
+from selfreward.config import Config, register_configs, validate
 from selfreward.rundir import SelfRewardError
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -83,10 +83,10 @@ def test_wrong_type_fails():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("pairs.method=max_random", "pairs.method='max_random'; choose one of best_worst, random"),
+    ("pairs.method=max_random", "pairs.method='max_random'; allowed: one of best_worst, random"),
     ("training.dpo.reference=m0", "training.dpo.reference"),
-    ("generation.backend=vllm", "generation.backend='vllm'; choose one of hf"),
-    ("iterations=-1", "iterations must be >= 0"),
+    ("generation.backend=vllm", "generation.backend='vllm'; allowed: one of hf"),
+    ("iterations=-1", "iterations=-1; allowed: an integer >= 0"),
 ])
 def test_bad_choices_fail_before_any_stage(override, message):
     with pytest.raises(SelfRewardError, match=re.escape(message)):
@@ -95,4 +95,23 @@ def test_bad_choices_fail_before_any_stage(override, message):
 
 def test_oracle_judge_needs_the_builtin_world():
     with pytest.raises(SelfRewardError, match="oracle needs data=builtin"):
-        validate(_compose(["judge.source=oracle", "data=files", "data.dir=/tmp"]))
+        validate(_compose(["judge.source=oracle", "data=files", "data.dir=/tmp", "model=qwen2_5_0_5b"]))
+
+
+def _flat(node, prefix=""):
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def test_the_schema_is_the_one_source_of_defaults():
+    # `selfreward` with no overrides runs the schema's values: a default group file that set
+    # another value would make config.py lie about the defaults (as it once did for N, T, top-p).
+    schema = dict(_flat(OmegaConf.to_container(OmegaConf.structured(Config))))
+    default = dict(_flat(OmegaConf.to_container(_compose(), resolve=False)))
+    assert schema.keys() == default.keys()
+    differ = {k: (schema[k], default[k]) for k in schema
+              if schema[k] != default[k] and not str(default[k]).startswith("${")}
+    assert differ == {}

@@ -3,6 +3,7 @@
 import pytest
 
 from selfreward.prompts import fill, filter_prompts, load_template, rouge_l, self_instruct_prompt
+from selfreward.rundir import SelfRewardError
 
 
 def test_rouge_l_by_hand():
@@ -42,6 +43,6 @@ def test_templates_builtin_and_by_path(tmp_path):
     own = tmp_path / "mine.txt"
     own.write_text("Rate {prompt} / {response}\n")
     assert load_template(str(own)) == "Rate {prompt} / {response}"
-    with pytest.raises(FileNotFoundError, match="judge_additive"):
+    with pytest.raises(SelfRewardError, match="judge_additive"):
         load_template("no_such_template")
     assert self_instruct_prompt("Examples:\n{examples}\nNew:", ["a", "b"]) == "Examples:\na\nb\nNew:"

@@ -129,6 +129,9 @@ class PairsConfig:
 
     method: str = "best_worst"  # best_worst | random (a control: chosen and rejected drawn at random)
     min_margin: float = 0.0  # drop pairs whose score margin is not above this (0 drops ties)
+    # A candidate cut at generation.max_new_tokens (finished: false) is left out of the pairs
+    # unless this is true: a truncated answer is neither a fair winner nor a fair loser.
+    allow_truncated: bool = False
 
 
 @dataclass
@@ -162,6 +165,19 @@ class DPOConfig:
 
 
 @dataclass
+class LoraSettings:
+    """LoRA adapters through peft for SFT and DPO (TRL's ``peft_config``). The adapters are
+    merged into the weights before saving, so every later stage loads a plain model; with
+    ``dpo.reference=previous`` DPO's reference is the adapter-free model (no second copy)."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])  # or module names: q_proj, v_proj...
+
+
+@dataclass
 class TrainingConfig:
     # The built-in world's recipe (conf/training/tiny.yaml says why): 4 epochs, DPO + NLL.
     sft: SFTConfig = field(default_factory=lambda: SFTConfig(epochs=4.0))
@@ -175,6 +191,10 @@ class TrainingConfig:
     sft_best: SFTConfig = field(default_factory=lambda: SFTConfig(learning_rate=1e-4, batch_size=16))
     rft: SFTConfig = field(default_factory=lambda: SFTConfig(learning_rate=3e-4, batch_size=16, epochs=4.0))
     activation_checkpointing: bool = False  # trade compute for memory on large models
+    # True for settings made for the built-in tiny model (SFT lr 1e-3): a pretrained model
+    # refuses them (selfreward/models.py). conf/training/real.yaml and paper.yaml set false.
+    builtin_only: bool = True
+    lora: LoraSettings = field(default_factory=LoraSettings)
     logging_steps: int = 10
     dataloader_num_workers: int = 0
 
@@ -476,6 +496,9 @@ def _check_files(cfg) -> None:
             raise ConfigError(f"invalid config: data.oasst.source={source!r} is not a folder "
                               f"(a hub id, or a folder with train.jsonl[.gz] and validation.jsonl[.gz])")
     if cfg.model.name_or_path != "builtin":
+        from selfreward.models import check_training
+
+        check_training(cfg)  # a pretrained model refuses the tiny model's training settings
         check_model_folder("model.name_or_path", cfg.model.name_or_path, cfg.model.trust_remote_code,
                            tokenizer=cfg.model.tokenizer is None)
         if cfg.model.tokenizer is not None:
@@ -500,7 +523,10 @@ def check_model_folder(key: str, path: str, trust_remote_code: bool = False, *, 
         return
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise ConfigError(f"invalid config: {key}={path!r}: no such folder")
+        from selfreward.models import prepare_hint
+
+        hint = prepare_hint(path)
+        raise ConfigError(f"invalid config: {key}={path!r}: no such folder" + (f"; make it with: {hint}" if hint else ""))
     if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
         raise ConfigError(f"invalid config: {key}={path!r}: not a model folder (no config.json)")
     if not any(next(folder.glob(pattern), None) for pattern in WEIGHT_FILES):

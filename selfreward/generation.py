@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from selfreward.prompts import DEFAULT_CHAT_TEMPLATE
+from selfreward import chat
 from selfreward.rundir import SelfRewardError
 
 
@@ -30,11 +30,29 @@ class Sampling:
     max_new_tokens: int = 32
 
 
+class Completion(str):
+    """A generated text that also says whether the model ended it (``finished``) or it was cut
+    at ``max_new_tokens``. It is a ``str``, so stages that only need the text use it as one."""
+
+    finished: bool
+
+    def __new__(cls, text: str, finished: bool = True):
+        obj = super().__new__(cls, text)
+        obj.finished = finished
+        return obj
+
+
+def finished(text: str) -> bool:
+    """Whether a generated text ended by itself (a plain ``str`` from another engine counts as ended)."""
+    return getattr(text, "finished", True)
+
+
 class Engine(Protocol):
     def generate(
         self, messages: list[str], sampling: Sampling, *, n: int = 1, seed: int = 0, desc: str = "generate"
     ) -> list[list[str]]:
-        """For each user message, ``n`` completions of the assistant turn (texts, special tokens removed)."""
+        """For each user message, ``n`` completions of the assistant turn (texts, special tokens
+        removed); a :class:`Completion` also tells whether it hit ``max_new_tokens``."""
         ...
 
     def continuation_logprobs(
@@ -65,24 +83,21 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 def check_model_path(path: str) -> None:
     """Fail early and clearly on a local path that does not exist (rather than on a hub lookup)."""
     if path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
-        raise SelfRewardError(f"model path {path} does not exist")
+        from selfreward.models import prepare_hint
+
+        hint = prepare_hint(path)
+        raise SelfRewardError(f"model path {path} does not exist" + (f"; make it with: {hint}" if hint else ""))
 
 
 def load_tokenizer(path: str, chat_template: str | None = None, trust_remote_code: bool = False):
-    """Load a tokenizer and make it ready for chat-formatted, left-padded batches."""
+    """Load a tokenizer and make it ready for chat-formatted, left-padded batches
+    (:func:`selfreward.chat.prepare_tokenizer`)."""
     check_model_path(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise SelfRewardError(f"cannot load a tokenizer from {path!r}: {str(e).splitlines()[0]}") from None
-    if tokenizer.chat_template is None:
-        # Base models (Llama-2 included) ship no chat template; training and generation must
-        # share one, so give them the same plain template.
-        tokenizer.chat_template = chat_template or DEFAULT_CHAT_TEMPLATE
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    return tokenizer
+    return chat.prepare_tokenizer(tokenizer, chat_template)
 
 
 def load_model(path: str, *, dtype: str = "auto", device: str = "auto", attn_implementation: str | None = None,
@@ -100,13 +115,8 @@ def load_model(path: str, *, dtype: str = "auto", device: str = "auto", attn_imp
     return model.to(dev).eval()
 
 
-def chat_prompt_ids(tokenizer: PreTrainedTokenizerBase, message: str) -> list[int]:
-    """Token ids of a one-turn chat ending where the assistant starts, exactly as TRL builds
-    the prompt of a conversational example, so generation sees what training saw."""
-    out = tokenizer.apply_chat_template(
-        [{"role": "user", "content": message}], add_generation_prompt=True, tokenize=True, return_dict=True
-    )
-    return list(out["input_ids"])
+# Kept under its old name for callers outside the package.
+chat_prompt_ids = chat.prompt_ids
 
 
 class HFEngine:
@@ -117,11 +127,8 @@ class HFEngine:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.device = next(model.parameters()).device
-        eos = model.generation_config.eos_token_id
-        eos = [eos] if isinstance(eos, int) else list(eos or [])
-        if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
-            eos.append(tokenizer.eos_token_id)
-        self.eos_token_ids = eos
+        # The template's end of turn (<|im_end|> for ChatML), EOS and the model's own stop tokens.
+        self.eos_token_ids = chat.stop_ids(tokenizer, model.generation_config)
 
     def _batches(self, sequences: list[list[int]], desc: str):
         """Yield (indices, input_ids, attention_mask) for length-sorted, left-padded batches."""
@@ -141,7 +148,7 @@ class HFEngine:
 
     @torch.inference_mode()
     def generate(self, messages, sampling, *, n=1, seed=0, desc="generate"):
-        prompts = [chat_prompt_ids(self.tokenizer, m) for m in messages]
+        prompts = [chat.prompt_ids(self.tokenizer, m) for m in messages]
         # Each of the n samples is its own row so that batches hold a fixed number of sequences.
         rows = [p for p in prompts for _ in range(n)]
         texts: list[str] = [""] * len(rows)
@@ -159,11 +166,14 @@ class HFEngine:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         else:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        stops = torch.tensor(self.eos_token_ids)
         for idx, ids, mask in self._batches(rows, desc):
             out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
             new = out[:, ids.shape[1] :]
+            # A row that holds no stop token ran out of max_new_tokens: its text is truncated.
+            ended = torch.isin(new.cpu(), stops).any(dim=1)
             for row, i in enumerate(idx):
-                texts[i] = self.tokenizer.decode(new[row], skip_special_tokens=True)
+                texts[i] = Completion(self.tokenizer.decode(new[row], skip_special_tokens=True), bool(ended[row]))
         return [texts[k * n : (k + 1) * n] for k in range(len(messages))]
 
     @torch.inference_mode()
@@ -172,7 +182,7 @@ class HFEngine:
         # split where the prefix alone stops matching, so merges across the boundary are handled.
         rows, spans = [], []
         for message, prefix in zip(messages, prefixes, strict=True):
-            prompt = chat_prompt_ids(self.tokenizer, message)
+            prompt = chat.prompt_ids(self.tokenizer, message)
             alone = self.tokenizer.encode(prefix, add_special_tokens=False)
             for cont in continuations:
                 joint = self.tokenizer.encode(prefix + cont, add_special_tokens=False)

@@ -11,7 +11,7 @@ import math
 import re
 import statistics
 
-from selfreward.generation import Engine, Sampling
+from selfreward.generation import Engine, Sampling, finished
 from selfreward.prompts import fill
 
 # A whole line "Score: N". Only the judgment's last such line decides.
@@ -111,8 +111,8 @@ def judge(engine: Engine, template: str, items: list[tuple[str, str]], cfg, *, r
         texts = [o[0] for o in engine.generate(messages, Sampling(0.0, 1.0, cfg.max_new_tokens), seed=seed,
                                                desc=desc)]
         expected = expected_scores(engine, messages, texts, cfg.min_score, cfg.max_score)
-        return [{"judgments": [t], "scores": [e["score"]], "n_parsed": 1, "n_failed": 0, **e}
-                for t, e in zip(texts, expected)]
+        return [{"judgments": [t], "judgment_finished": [finished(t)], "scores": [e["score"]], "n_parsed": 1,
+                 "n_failed": 0, **e} for t, e in zip(texts, expected)]
     if cfg.mode != "sample":
         raise ValueError(f"judge.mode must be sample or expected, got {cfg.mode!r}")
     if repeats < 1:
@@ -122,7 +122,9 @@ def judge(engine: Engine, template: str, items: list[tuple[str, str]], cfg, *, r
     records = []
     for texts in outputs:
         scores = [parse_score(t, cfg.min_score, cfg.max_score) for t in texts]
-        records.append({"judgments": texts, "scores": scores, **summarise(scores)})
+        # judgment_finished: false marks a judgment cut at judge.max_new_tokens.
+        records.append({"judgments": texts, "judgment_finished": [finished(t) for t in texts], "scores": scores,
+                        **summarise(scores)})
     return records
 
 

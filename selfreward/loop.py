@@ -41,7 +41,6 @@ from selfreward.evaluation import (
 )
 from selfreward.generation import Engine, Sampling, check_model_path, finished, load_engine
 from selfreward.judge import judge, judge_message, summarise
-from selfreward.models import check_training
 from selfreward.pairs import build_pairs
 from selfreward.prompts import filter_prompts, load_template, sample_shots, self_instruct_prompt
 from selfreward.rundir import (
@@ -342,7 +341,6 @@ def run(cfg, run_dir: str | Path) -> list[dict]:
 
 
 def _run(cfg, run_dir: Path) -> list[dict]:
-    check_training(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     tracker = Tracker(cfg, run_dir)

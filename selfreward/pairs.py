@@ -18,6 +18,7 @@ class PairStats:
     pairs: int = 0
     ties: int = 0  # best and worst scored the same (or within min_margin)
     too_few_scored: int = 0  # fewer than 2 distinct candidate texts with a parsed score
+    truncated: int = 0  # candidates left out because they were cut at max_new_tokens
 
     @property
     def tie_rate(self) -> float:
@@ -30,11 +31,14 @@ class PairStats:
 
 
 def build_pairs(
-    groups: list[dict], *, method: str = "best_worst", min_margin: float = 0.0, seed: int = 0
+    groups: list[dict], *, method: str = "best_worst", min_margin: float = 0.0, seed: int = 0,
+    allow_truncated: bool = False,
 ) -> tuple[list[dict], PairStats]:
     """Turn judged candidates into pairs.
 
-    ``groups``: ``[{"prompt": str, "responses": [str], "scores": [float | None]}]``.
+    ``groups``: ``[{"prompt": str, "responses": [str], "scores": [float | None]}]``, optionally
+    with ``"finished": [bool]``: a candidate cut at ``max_new_tokens`` (``False``) is left out
+    (and counted in ``truncated``) unless ``allow_truncated``.
 
     Candidates with the same text (after stripping whitespace) are one answer: their scores are
     averaged, so judge noise on identical samples can never make an answer both chosen and
@@ -53,7 +57,13 @@ def build_pairs(
     pairs = []
     for group in groups:
         stats.prompts += 1
-        scored = _distinct_scored(group["responses"], group["scores"])
+        scores = list(group["scores"])
+        if not allow_truncated:
+            for i, done in enumerate(group.get("finished") or [True] * len(scores)):
+                if not done:
+                    scores[i] = None
+                    stats.truncated += 1
+        scored = _distinct_scored(group["responses"], scores)
         if len(scored) < 2:
             stats.too_few_scored += 1
             continue

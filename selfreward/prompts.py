@@ -16,16 +16,9 @@ from selfreward.rundir import SelfRewardError
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
-# A chat template for tokenizers that ship without one (base models, the built-in world).
-# The assistant turn ends with the EOS token so that SFT teaches the model to stop.
-DEFAULT_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}User: {{ message['content'] }}\n"
-    "{% elif message['role'] == 'assistant' %}Assistant:\n{{ message['content'] }}{{ eos_token }}\n"
-    "{% else %}{{ message['content'] }}\n{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}Assistant:\n{% endif %}"
-)
+# The built-in chat template, for tokenizers that ship none, lives with the rest of the chat
+# format (selfreward/chat.py); imported here for older callers.
+from selfreward.chat import DEFAULT_CHAT_TEMPLATE  # noqa: E402,F401
 
 
 def load_template(name_or_path: str) -> str:

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 
-from selfreward.generation import load_model, load_tokenizer
+from selfreward import chat
+from selfreward.generation import load_model, load_tokenizer, resolve_device, resolve_dtype
 from selfreward.rundir import SelfRewardError, fresh_dir, replace_dir, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -26,9 +27,36 @@ def _assistant(text: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
 
 
-def _trainer_args(stage_cfg, training_cfg, output_dir: Path, seed: int, report_to: str, run_name: str) -> dict:
+def _precision(model_cfg) -> dict:
+    """Mixed precision for the trainer. The weights being trained are always float32 (see
+    :func:`_load_for_training`); ``model.dtype`` bfloat16/float16 on a GPU becomes autocast to it,
+    so a small update (lr 1e-6) is added to float32 weights instead of being rounded away."""
+    device = resolve_device(model_cfg.device)
+    dtype = resolve_dtype(model_cfg.dtype, device)
+    cuda = device.type == "cuda"
+    return dict(use_cpu=not cuda, bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16)
+
+
+def _load_for_training(path: str, cfg):
+    """The model to train, in float32 whatever ``model.dtype`` says (that applies to generation)."""
+    return load_model(path, dtype="float32", device=cfg.model.device, attn_implementation=cfg.model.attn_implementation,
+                      trust_remote_code=cfg.model.trust_remote_code)
+
+
+def _peft_config(lora):
+    """peft's LoraConfig from ``training.lora``, or None when LoRA is off."""
+    if not lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    targets = list(lora.target_modules)
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, task_type="CAUSAL_LM",
+                      target_modules="all-linear" if targets == ["all-linear"] else targets)
+
+
+def _trainer_args(stage_cfg, training_cfg, model_cfg, output_dir: Path, seed: int, report_to: str,
+                  run_name: str) -> dict:
     """Arguments shared by SFTConfig and DPOConfig."""
-    cuda = torch.cuda.is_available()
     return dict(
         output_dir=str(output_dir),
         run_name=run_name,
@@ -47,15 +75,19 @@ def _trainer_args(stage_cfg, training_cfg, output_dir: Path, seed: int, report_t
         report_to=report_to,
         seed=seed,
         data_seed=seed,
-        use_cpu=not cuda,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
+        **_precision(model_cfg),
         disable_tqdm=False,
     )
 
 
 def _save(trainer, tokenizer, tmp_dir: Path, out_dir: Path, stage_dir: Path) -> dict:
-    """Write the trained model whole, then move it into place; keep the loss curve."""
-    trainer.save_model(str(tmp_dir))
+    """Write the trained model whole (LoRA adapters merged in, the chat format's stop tokens in
+    its generation config), then move it into place; keep the loss curve."""
+    model = trainer.model
+    if hasattr(model, "merge_and_unload"):  # a peft model: later stages load a plain one
+        model = model.merge_and_unload()
+    chat.save_format(model, tokenizer)
+    model.save_pretrained(str(tmp_dir))
     tokenizer.save_pretrained(str(tmp_dir))
     (tmp_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run's config.yaml says it all
     replace_dir(tmp_dir, out_dir)
@@ -82,17 +114,16 @@ def train_sft(
     out_dir = Path(out_dir)
     work = fresh_dir(out_dir.with_name(out_dir.name + ".tmp"))
     tokenizer = load_tokenizer(tokenizer_path or model_path, cfg.model.chat_template, cfg.model.trust_remote_code)
-    model = load_model(model_path, dtype=cfg.model.dtype, device=cfg.model.device,
-                       attn_implementation=cfg.model.attn_implementation,
-                       trust_remote_code=cfg.model.trust_remote_code)
+    model = _load_for_training(model_path, cfg)
     dataset = Dataset.from_list(
         [{"prompt": _user(e["prompt"]), "completion": _assistant(e["completion"])} for e in examples]
     )
     args = SFTConfig(
-        **_trainer_args(stage_cfg or cfg.training.sft, cfg.training, work, seed, report_to, run_name),
+        **_trainer_args(stage_cfg or cfg.training.sft, cfg.training, cfg.model, work, seed, report_to, run_name),
         completion_only_loss=True,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=_peft_config(cfg.training.lora))
     trainer.train()
     return _save(trainer, tokenizer, work, out_dir, out_dir.parent)
 
@@ -109,22 +140,28 @@ def train_dpo(
     out_dir = Path(out_dir)
     work = fresh_dir(out_dir.with_name(out_dir.name + ".tmp"))
     tokenizer = load_tokenizer(model_path, cfg.model.chat_template, cfg.model.trust_remote_code)
-    load = dict(dtype=cfg.model.dtype, device=cfg.model.device, attn_implementation=cfg.model.attn_implementation,
-                trust_remote_code=cfg.model.trust_remote_code)
-    model = load_model(model_path, **load)
-    ref_model = load_model(ref_path, **load)
+    model = _load_for_training(model_path, cfg)
+    peft_config = _peft_config(cfg.training.lora)
+    if peft_config is not None and ref_path == model_path:
+        ref_model = None  # TRL then uses the policy with its adapters disabled: M_t itself
+    else:
+        # Only evaluated, never updated: model.dtype is enough.
+        ref_model = load_model(ref_path, dtype=cfg.model.dtype, device=cfg.model.device,
+                               attn_implementation=cfg.model.attn_implementation,
+                               trust_remote_code=cfg.model.trust_remote_code)
     dataset = Dataset.from_list(
         [{"prompt": _user(p["prompt"]), "chosen": _assistant(p["chosen"]), "rejected": _assistant(p["rejected"])}
          for p in pairs]
     )
     dpo = cfg.training.dpo
     args = DPOConfig(
-        **_trainer_args(dpo, cfg.training, work, seed, report_to, run_name),
+        **_trainer_args(dpo, cfg.training, cfg.model, work, seed, report_to, run_name),
         beta=dpo.beta,
         loss_type=[dpo.loss_type, "sft"] if dpo.sft_weight else [dpo.loss_type],
         loss_weights=[1.0, dpo.sft_weight] if dpo.sft_weight else None,
     )
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
-                         processing_class=tokenizer)
+                         processing_class=tokenizer, peft_config=peft_config)
     trainer.train()
     return _save(trainer, tokenizer, work, out_dir, out_dir.parent)
+

@@ -469,7 +469,7 @@ def chat_text(prompt: str, response: str | None = None) -> str:
     With ``response=None`` it ends with the generation prompt ``"Assistant:\\n"``.
     """
     text = f"User: {prompt}\nAssistant:\n"
-    return text if response is None else f"{text}{response}\n"
+    return text if response is None else f"{text}{response}"
 
 
 def tokenizer_corpus(world_dir: Path | str) -> list[str]:

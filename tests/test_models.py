@@ -48,7 +48,9 @@ def test_real_model_entry_runs_an_iteration(entry, world, tmp_path, tiny_config)
 
     # Trained long enough that the judge writes "Score: N" lines and the iteration has pairs.
     cfg = tiny_config(f"model={entry}", f"model.name_or_path={path}", "model.dtype=float32",
-                      "data=files", f"data.dir={world}", "training.sft.epochs=6")
+                      "data=files", f"data.dir={world}", "training.sft.epochs=6",
+                      # A random tiny model in a real entry's place needs the tiny model's settings.
+                      "training.builtin_only=false")
     rows = loop.run(cfg, tmp_path / "run")
     assert [r["model"] for r in rows] == [1, 2]
     saved = AutoTokenizer.from_pretrained(tmp_path / "run" / "m1" / "model")

@@ -18,12 +18,13 @@ seed data), its ``eft.jsonl`` from the judgments of an SFT-on-IFT model (the loo
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from selfreward.judge import parse_score
-from selfreward.rundir import SelfRewardError, read_jsonl
+from selfreward.rundir import SelfRewardError, read_jsonl_numbered
 
 FILES = ("ift", "eft", "eval_prompts", "judge_eval")
 _REQUIRED = {
@@ -70,41 +71,62 @@ def prepare_data(cfg, data_dir: Path) -> dict:
         for name in FILES:
             if not (src / f"{name}.jsonl").is_file():
                 raise SelfRewardError(f"data.dir {src} has no {name}.jsonl")
+            # Checked where they are, so that an error names the user's file and line, not the copy.
+            _check(read_jsonl_numbered(src / f"{name}.jsonl"), name, src / f"{name}.jsonl", cfg)
+        for name in FILES:
             shutil.copyfile(src / f"{name}.jsonl", data_dir / f"{name}.jsonl")
     elif source == "oasst":
         # EFT needs judgments by an SFT model: the loop's "eft" stage writes eft.jsonl later.
         from selfreward.oasst import prepare_oasst
 
         o = cfg.data.oasst
-        return prepare_oasst(o.source, data_dir, n_eval=o.n_eval, n_judge_eval=o.n_judge_eval, lang=o.lang,
+        info = prepare_oasst(o.source, data_dir, n_eval=o.n_eval, n_judge_eval=o.n_judge_eval, lang=o.lang,
                              seed=cfg.seed)
+        for name in ("ift", "eval_prompts", "judge_eval"):  # eft.jsonl is checked once the eft stage wrote it
+            _check(read_jsonl_numbered(data_dir / f"{name}.jsonl"), name, data_dir / f"{name}.jsonl", cfg)
+        return info
     else:
         raise SelfRewardError(f"data.source must be builtin, files or oasst, got {source!r}")
     data = load_data(data_dir, cfg)
     return {name: len(getattr(data, name)) for name in FILES}
 
 
-def _check(rows: list[dict], name: str, path: Path, cfg) -> list[dict]:
-    if not rows:
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check(numbered: list[tuple[int, dict]], name: str, path: Path, cfg) -> list[dict]:
+    """The records of one file, each checked against the contract; errors say ``path:line``."""
+    if not numbered:
         raise SelfRewardError(f"{path}: no records (the {name} set must not be empty)")
-    for number, row in enumerate(rows, 1):
+    for line, row in numbered:
+        where = f"{path}:{line}"
         for key in _REQUIRED[name]:
             if key not in row:
-                raise SelfRewardError(f"{path}: record {number} has no {key!r}")
+                raise SelfRewardError(f"{where}: the record has no {key!r}")
         if not isinstance(row["prompt"], str) or not row["prompt"].strip():
-            raise SelfRewardError(f"{path}: record {number}: 'prompt' must be a non-empty string")
-        if name == "eft" and parse_score(row["judgment"], cfg.judge.min_score, cfg.judge.max_score) is None:
+            raise SelfRewardError(f"{where}: 'prompt' must be a non-empty string")
+        for key in ("response", "judgment"):
+            if key in _REQUIRED[name] and not isinstance(row[key], str):
+                raise SelfRewardError(f"{where}: {key!r} must be a string, got {type(row[key]).__name__}")
+        if name == "eft" and parse_score(row["judgment"], cfg.judge.min_score, cfg.judge.max_score,
+                                         row["response"]) is None:
             raise SelfRewardError(
-                f"{path}: record {number}: the judgment does not end with a 'Score: N' line, "
+                f"{where}: the judgment does not end with a 'Score: N' line, "
                 f"N in [{cfg.judge.min_score}, {cfg.judge.max_score}]"
             )
         if name == "judge_eval":
+            responses = row["responses"]
             labels = row.get("scores", row.get("ranks"))
             if labels is None:
-                raise SelfRewardError(f"{path}: record {number} has neither 'scores' nor 'ranks'")
-            if len(labels) != len(row["responses"]) or len(labels) < 2:
-                raise SelfRewardError(f"{path}: record {number}: needs 2+ responses and one label per response")
-    return rows
+                raise SelfRewardError(f"{where}: the record has neither 'scores' nor 'ranks'")
+            if not isinstance(responses, list) or not all(isinstance(r, str) for r in responses):
+                raise SelfRewardError(f"{where}: 'responses' must be a list of strings")
+            if not isinstance(labels, list) or not all(_is_number(x) for x in labels):
+                raise SelfRewardError(f"{where}: 'scores' or 'ranks' must be a list of numbers")
+            if len(labels) != len(responses) or len(labels) < 2:
+                raise SelfRewardError(f"{where}: needs 2+ responses and one label per response")
+    return [row for _, row in numbered]
 
 
 def load_data(data_dir: Path, cfg) -> SeedData:
@@ -114,7 +136,7 @@ def load_data(data_dir: Path, cfg) -> SeedData:
     loaded = {}
     for name in FILES:
         path = Path(data_dir) / f"{name}.jsonl"
-        rows = _check(read_jsonl(path), name, path, cfg)
+        rows = _check(read_jsonl_numbered(path), name, path, cfg)
         loaded[name] = rows[: limits[name]] if limits[name] is not None else rows
     return SeedData(**loaded)
 

@@ -14,26 +14,44 @@ import statistics
 from selfreward.generation import Engine, Sampling, finished
 from selfreward.prompts import fill
 
-# A whole line "Score: N". Only the judgment's last such line decides.
-_SCORE_LINE = re.compile(r"^[ \t]*Score:[ \t]*(\S+)[ \t]*$", re.MULTILINE)
 # A judge may quote the response back; what is quoted must not decide the parse.
 _QUOTED = re.compile(r"<response>.*?(?:</response>|\Z)", re.DOTALL)
+# A verdict line once markdown emphasis is removed: "Score: N", or "Score: N/max_score", an
+# optional full stop; N in ASCII digits (int() would also read other scripts' digits).
+_VERDICT = re.compile(r"Score:[ \t]*([+-]?[0-9]+)(?:[ \t]*/[ \t]*([0-9]+))?\.?", re.ASCII)
 
 
-def parse_score(judgment: str, min_score: int = 0, max_score: int = 5) -> int | None:
-    """The integer on the judgment's last ``Score: N`` line, or ``None``.
+def _lines(text: str) -> list[str]:
+    """Lines whatever their ends (LF, CRLF, CR), stripped, without markdown emphasis (* and _)."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return [line.replace("*", "").replace("_", "").strip() for line in text.split("\n")]
 
-    ``None`` when there is no such line, when the last one does not hold a plain integer, or
-    when the integer is outside ``[min_score, max_score]``. Text inside ``<response>...</response>``
-    is ignored, so a response that contains "Score: 5" cannot score itself.
+
+def parse_score(judgment: str, min_score: int = 0, max_score: int = 5, response: str | None = None) -> int | None:
+    """The score on the judgment's last ``Score:`` line, or ``None``.
+
+    Accepted, on a line of its own: ``Score: 4``, ``**Score: 4**``, ``**Score:** 4``,
+    ``Score: 4.``, and ``Score: 4/5`` where 5 is ``max_score``; line ends LF, CRLF or CR. The
+    last line that starts with ``Score:`` decides; it gives ``None`` when it holds anything else
+    (``4.5``, ``four``, ``4/10``, digits of other scripts), or a number outside
+    ``[min_score, max_score]``. A line in which ``Score:`` does not start it (quoted, ``> Score:``,
+    ``"Score: 5"``, in a sentence) is not a verdict.
+
+    The response's own text never decides: text inside ``<response>...</response>`` is
+    ignored, and when ``response`` is given, a last verdict line that is also a line of the
+    response (a response that closes its own ``</response>`` early and scores itself, copied
+    back by the judge) gives ``None``.
     """
-    matches = _SCORE_LINE.findall(_QUOTED.sub("", judgment))
-    if not matches:
+    verdicts = [line for line in _lines(_QUOTED.sub("", judgment)) if line.startswith("Score:")]
+    if not verdicts:
         return None
-    value = matches[-1]
-    if not re.fullmatch(r"[+-]?\d+", value):
+    last = verdicts[-1]
+    if response is not None and last in _lines(response):
         return None
-    score = int(value)
+    match = _VERDICT.fullmatch(last)
+    if match is None or (match.group(2) is not None and int(match.group(2)) != max_score):
+        return None
+    score = int(match.group(1))
     return score if min_score <= score <= max_score else None
 
 
@@ -120,8 +138,8 @@ def judge(engine: Engine, template: str, items: list[tuple[str, str]], cfg, *, r
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     outputs = engine.generate(messages, sampling, n=repeats, seed=seed, desc=desc)
     records = []
-    for texts in outputs:
-        scores = [parse_score(t, cfg.min_score, cfg.max_score) for t in texts]
+    for (_, response), texts in zip(items, outputs):
+        scores = [parse_score(t, cfg.min_score, cfg.max_score, response) for t in texts]
         # judgment_finished: false marks a judgment cut at judge.max_new_tokens.
         records.append({"judgments": texts, "judgment_finished": [finished(t) for t in texts], "scores": scores,
                         **summarise(scores)})

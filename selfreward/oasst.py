@@ -252,7 +252,7 @@ def eft_from_judgments(
     for number, (group, texts) in enumerate(zip(groups, judgments), 1):
         if len(texts) != len(group["responses"]):
             raise ValueError(f"group {number}: {len(texts)} judgments for {len(group['responses'])} responses")
-        scores = [parse_score(text, min_score, max_score) for text in texts]
+        scores = [parse_score(text, min_score, max_score, response) for text, response in zip(texts, group["responses"])]
         if None in scores or not _agrees(scores, group["ranks"]):
             continue
         rows += [{"prompt": group["prompt"], "response": response, "judgment": text, "score": score}

@@ -58,6 +58,11 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
 def read_jsonl(path: Path) -> list[dict]:
     """Read JSON Lines (gzipped when the name ends in .gz), naming the file and line of the
     first malformed record."""
+    return [row for _, row in read_jsonl_numbered(path)]
+
+
+def read_jsonl_numbered(path: Path) -> list[tuple[int, dict]]:
+    """:func:`read_jsonl` with each record's line number, for messages that point at the line."""
     path = Path(path)
     if not path.is_file():
         raise SelfRewardError(f"{path}: file not found")
@@ -80,7 +85,7 @@ def read_jsonl(path: Path) -> list[dict]:
                     raise SelfRewardError(f"{path}:{number}: not valid JSON ({e.msg})") from None
                 if not isinstance(row, dict):
                     raise SelfRewardError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-                rows.append(row)
+                rows.append((number, row))
     except (OSError, EOFError) as e:  # no permission, a truncated or corrupt .gz
         raise SelfRewardError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
     return rows

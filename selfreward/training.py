@@ -7,10 +7,12 @@ folder; the loop marks the stage done only after the folder is in place.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
 from datasets import Dataset
+from transformers import TrainerCallback
 
 from selfreward import chat
 from selfreward.generation import load_model, load_tokenizer, resolve_device, resolve_dtype
@@ -124,6 +126,7 @@ def train_sft(
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=_peft_config(cfg.training.lora))
+    trainer.add_callback(StopOnNonFiniteLoss(run_name))
     trainer.train()
     return _save(trainer, tokenizer, work, out_dir, out_dir.parent)
 
@@ -162,6 +165,45 @@ def train_dpo(
     )
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
                          processing_class=tokenizer, peft_config=peft_config)
+    trainer.add_callback(StopOnNonFiniteLoss(run_name))
     trainer.train()
     return _save(trainer, tokenizer, work, out_dir, out_dir.parent)
 
+
+class StopOnNonFiniteLoss(TrainerCallback):
+    """Stops a training stage at the first step whose loss is NaN or infinite, naming the step.
+
+    The check is on the gradients before each optimizer step (a non-finite loss makes them
+    non-finite, and the step would write NaN into every weight), and on each logged loss. The
+    Trainer by default logs a non-finite loss as the running mean (``logging_nan_inf_filter``),
+    which would hide it, so that filter is turned off. Under fp16 loss scaling, infinite
+    gradients are routine (the scaler skips the step), so there only the logged loss counts.
+    The error leaves the stage unfinished: nothing is saved and the previous model stays the
+    latest finished one.
+    """
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def _stop(self, step: int, state, what: str) -> None:
+        raise SelfRewardError(
+            f"{self.stage}: the training loss is not finite at step {step} of {state.max_steps} ({what}); the stage "
+            f"stopped and saved nothing (lower its learning rate, check the data, or use float32)"
+        )
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        args.logging_nan_inf_filter = False
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if args.fp16 or model is None:
+            return
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if grads:
+            norm = torch.nn.utils.get_total_norm(grads)
+            if not torch.isfinite(norm):
+                self._stop(state.global_step + 1, state, f"gradient norm {norm.item()}")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self._stop(state.global_step, state, f"loss {loss}")

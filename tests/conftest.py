@@ -25,6 +25,10 @@ TINY = [
 ]
 
 
+# The overrides of the shared finished run (tiny_run): a test composes these plus its own.
+TINY_RUN = [*TINY, "iterations=2", "threads=1", "experiment_name=tiny"]
+
+
 def compose_config(overrides=()):
     """The config the CLI would build from these overrides (without Hydra's run dir)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -43,7 +47,7 @@ def tiny_run(tmp_path_factory):
     path = tmp_path_factory.mktemp("shared") / "runs" / "tiny" / "seed0"
     threads = torch.get_num_threads()
     try:
-        loop.run(compose_config([*TINY, "iterations=2", "threads=1", "experiment_name=tiny"]), path)
+        loop.run(compose_config(TINY_RUN), path)
     finally:
         torch.set_num_threads(threads)
     return path

@@ -22,7 +22,7 @@ import torch
 
 from selfreward.generation import HFEngine, Sampling
 from selfreward.rundir import read_jsonl
-from selfreward.world import (
+from selfreward.data.builtin import (
     WorldConfig,
     build_base_model,
     build_tokenizer,

@@ -39,7 +39,7 @@ def main() -> None:
     prompts = [r["prompt"] for r in rows_a]
     answers_a, answers_b = [r["greedy"] for r in rows_a], [r["greedy"] for r in rows_b]
     if args.judge == "oracle":
-        from selfreward.world import oracle_score
+        from selfreward.data.builtin import oracle_score
 
         result = head_to_head([oracle_score(p, a) for p, a in zip(prompts, answers_a)],
                               [oracle_score(p, b) for p, b in zip(prompts, answers_b)])

@@ -20,7 +20,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from selfreward.rundir import SelfRewardError
 
-from selfreward.world import WorldConfig
+from selfreward.data.builtin import WorldConfig
 
 
 @dataclass
@@ -45,7 +45,7 @@ class ModelConfig:
 
 @dataclass
 class OasstConfig:
-    """The paper's seed data from Open Assistant (selfreward/oasst.py)."""
+    """The paper's seed data from Open Assistant (selfreward/data/oasst.py)."""
 
     source: str = "OpenAssistant/oasst1"  # a hub id, or a local folder with train.jsonl[.gz]
     lang: str = "en"
@@ -455,7 +455,7 @@ def _check_rules(cfg) -> None:
         raise ConfigError(f"invalid config: judge.source='oracle' with data.source={cfg.data.source!r}; "
                           f"allowed: judge.source=oracle needs data=builtin, the only world with an oracle")
     if cfg.data.source == "builtin":
-        from selfreward.world import WorldConfig
+        from selfreward.data.builtin import WorldConfig
 
         try:
             WorldConfig(**OmegaConf.to_container(cfg.data.world, resolve=True))

@@ -31,7 +31,7 @@ class Oracle:
 def make_oracle(cfg, data: SeedData) -> Oracle | None:
     """The built-in world's checker and rubric, exact match on reference answers, or None."""
     if cfg.data.source == "builtin":
-        from selfreward.world import is_correct, oracle_score
+        from selfreward.data.builtin import is_correct, oracle_score
 
         return Oracle(is_correct, oracle_score)
     answers = {r["prompt"]: r["answer"] for r in data.eval_prompts if "answer" in r}

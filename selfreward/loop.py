@@ -149,7 +149,7 @@ def write_prompts(engine: Engine, data: SeedData, cfg, *, seed: int, out: Path, 
     info = {**vars(report), "count": len(kept), "requests": len(requests)}
     if cfg.data.source == "builtin":
         # Measured with the oracle, never used by the loop: how many prompts are real tasks.
-        from selfreward.world import answer
+        from selfreward.data.builtin import answer
 
         info["valid_rate"] = sum(answer(k) is not None for k in kept) / len(kept) if kept else 0.0
     return info
@@ -173,7 +173,7 @@ def write_candidates(engine: Engine, cfg, *, seed: int, out: Path) -> dict:
 
 def oracle_judgments(items: list[tuple[str, str]]) -> list[dict]:
     """The oracle-reward control: the built-in world's rubric scores each candidate once."""
-    from selfreward.world import oracle_score
+    from selfreward.data.builtin import oracle_score
 
     records = []
     for prompt, response in items:
@@ -272,7 +272,7 @@ def sft_examples(data: SeedData, cfg) -> list[dict]:
 def build_eft(base_path: str, tokenizer_path: str, data_dir: Path, m1: Path, models: _Models, cfg) -> dict:
     """The paper's EFT data: an SFT-on-IFT model judges human-ranked answers; judgments whose
     score order agrees with the human ranking are kept, the most common score down-sampled."""
-    from selfreward.oasst import eft_from_judgments
+    from selfreward.data.oasst import eft_from_judgments
 
     ift = [{"prompt": r["prompt"], "completion": r["response"]} for r in read_jsonl(data_dir / "ift.jsonl")]
     info = train_sft(base_path, ift, m1 / "ift_model", cfg, tokenizer_path=tokenizer_path,
@@ -302,7 +302,7 @@ def base_model_path(cfg, run_dir: Path, data_dir: Path) -> tuple[str, str, dict]
         check_model_path(cfg.model.name_or_path)
         check_model_path(tokenizer)
         return cfg.model.name_or_path, tokenizer, {}
-    from selfreward import world  # config.validate: the built-in model comes with data=builtin
+    from selfreward.data import builtin as world  # config.validate: the built-in model comes with data=builtin
 
     folder = run_dir / "m0"
 

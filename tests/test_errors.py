@@ -10,7 +10,7 @@ import selfreward.loop as loop
 from selfreward import rundir
 from selfreward.rundir import SelfRewardError, read_jsonl
 from selfreward.training import train_dpo, train_sft
-from selfreward.world import (
+from selfreward.data.builtin import (
     WorldConfig,
     build_base_model,
     build_tokenizer,

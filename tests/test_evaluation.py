@@ -110,7 +110,7 @@ def test_judged_head_to_head_in_both_orders():
 
 def test_self_judge_quality_by_hand():
     from selfreward.evaluation import self_judge_quality
-    from selfreward.world import oracle_score
+    from selfreward.data.builtin import oracle_score
 
     # Oracle scores: "1 2 3" 5; "1 3 2" 3 (digits, length, items); "1 2 2" 3 (digits, length, order);
     # "9" 2 (digits, order: one digit is ascending); "x" 0.

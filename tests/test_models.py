@@ -8,7 +8,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Conf
 import selfreward.loop as loop
 from selfreward.generation import Sampling, load_engine
 from selfreward.rundir import read_jsonl
-from selfreward.world import WorldConfig, build_tokenizer, build_world, tokenizer_corpus
+from selfreward.data.builtin import WorldConfig, build_tokenizer, build_world, tokenizer_corpus
 
 
 @pytest.fixture(scope="module")

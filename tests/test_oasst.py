@@ -34,7 +34,7 @@ import datasets
 import pytest
 
 from selfreward.data import load_data
-from selfreward.oasst import (
+from selfreward.data.oasst import (
     build_trees,
     eft_from_judgments,
     first_turn_prompts,
@@ -387,7 +387,7 @@ def test_cli_errors_write_nothing(tmp_path, capsys):
     with pytest.raises(SystemExit) as caught:
         main(["--source", str(FIXTURE), "--out", str(tmp_path / "out"), "--n-judge-eval", "541"])
     assert caught.value.code == 1
-    assert "selfreward.oasst: error: cannot hold out 541 prompts" in capsys.readouterr().err
+    assert "selfreward.data.oasst: error: cannot hold out 541 prompts" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--source", str(FIXTURE), "--out", str(tmp_path / "out"), "--lang", "xx",
               "--n-judge-eval", "0"])

@@ -8,7 +8,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 import selfreward.loop as loop
 from selfreward.rundir import read_jsonl
-from selfreward.world import build_tokenizer
+from selfreward.data.builtin import build_tokenizer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "oasst"
 

@@ -19,7 +19,7 @@ import torch
 from selfreward.generation import Sampling, load_engine
 from selfreward.pairs import build_pairs
 from selfreward.training import train_dpo, train_sft
-from selfreward.world import (
+from selfreward.data.builtin import (
     WorldConfig,
     _distinct_prompts,
     answer,

@@ -11,7 +11,7 @@ import torch
 
 from selfreward.prompts import DEFAULT_CHAT_TEMPLATE, fill, load_template
 from selfreward.rundir import read_jsonl
-from selfreward.world import (
+from selfreward.data.builtin import (
     CHECKS,
     JUDGE_TEMPLATE,
     WorldConfig,

@@ -13,7 +13,7 @@ unranked), then further turns. Yuan et al. build M1's seed data from it:
 
 The command line prepares a folder for ``data=files``::
 
-    python -m selfreward.oasst --source OpenAssistant/oasst1 --out data/oasst \\
+    python -m selfreward.data.oasst --source OpenAssistant/oasst1 --out data/oasst \\
         [--n-eval 253] [--n-judge-eval 541] [--lang en] [--seed 0]
 
 It writes ``ift.jsonl``, ``judge_eval.jsonl``, ``eval_prompts.jsonl`` and ``eft_groups.jsonl``:
@@ -343,12 +343,12 @@ def prepare_oasst(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m selfreward.oasst``: see the module docstring."""
+    """``python -m selfreward.data.oasst``: see the module docstring."""
     parser = argparse.ArgumentParser(
-        prog="python -m selfreward.oasst",
+        prog="python -m selfreward.data.oasst",
         description="Prepare the paper's seed data from Open Assistant (oasst1). Writes ift.jsonl, "
                     "eval_prompts.jsonl, judge_eval.jsonl and eft_groups.jsonl; eft.jsonl needs an "
-                    "SFT model's judgments of eft_groups.jsonl (selfreward.oasst.eft_from_judgments).",
+                    "SFT model's judgments of eft_groups.jsonl (selfreward.data.oasst.eft_from_judgments).",
     )
     parser.add_argument("--source", default=HUB_ID,
                         help="a dataset id for datasets.load_dataset, a folder with train.jsonl[.gz] "
@@ -365,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         counts = prepare_oasst(args.source, args.out, n_eval=args.n_eval, n_judge_eval=args.n_judge_eval,
                                lang=args.lang, seed=args.seed)
     except SelfRewardError as e:
-        print(f"selfreward.oasst: error: {e}", file=sys.stderr)
+        print(f"selfreward.data.oasst: error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     summary = ", ".join(f"{name}.jsonl {count}" for name, count in counts.items())
     print(f"wrote {args.out}: {summary}; eft.jsonl still needs an SFT model's judgments of eft_groups.jsonl")

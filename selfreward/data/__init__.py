@@ -54,7 +54,7 @@ def prepare_data(cfg, data_dir: Path) -> dict:
     if source == "builtin":
         from omegaconf import OmegaConf
 
-        from selfreward.world import WorldConfig, build_world
+        from selfreward.data.builtin import WorldConfig, build_world
 
         world = cfg.data.world
         try:
@@ -77,7 +77,7 @@ def prepare_data(cfg, data_dir: Path) -> dict:
             shutil.copyfile(src / f"{name}.jsonl", data_dir / f"{name}.jsonl")
     elif source == "oasst":
         # EFT needs judgments by an SFT model: the loop's "eft" stage writes eft.jsonl later.
-        from selfreward.oasst import prepare_oasst
+        from selfreward.data.oasst import prepare_oasst
 
         o = cfg.data.oasst
         info = prepare_oasst(o.source, data_dir, n_eval=o.n_eval, n_judge_eval=o.n_judge_eval, lang=o.lang,

@@ -99,6 +99,62 @@ def _save(trainer, tokenizer, tmp_dir: Path, out_dir: Path, stage_dir: Path) -> 
     return {"train_loss": final.get("train_loss"), "steps": trainer.state.global_step}
 
 
+def end_labels_at_end_of_turn(dataset: Dataset, end_of_turn: int | None) -> Dataset:
+    """Cut each tokenized answer right after its first end-of-turn token.
+
+    TRL trains on everything the chat template writes after the prompt; ChatML writes a newline
+    after ``<|im_end|>``, which would be trained although generation stops before it. After the
+    cut the last trained token of every answer is the one generation stops at (nothing changes
+    for templates that end the turn with it, such as the built-in one). An answer cut short by
+    ``max_length`` has no end-of-turn token and is left as it is.
+    """
+    if end_of_turn is None:
+        return dataset
+
+    def cut(ids: list[int], start: int = 0) -> int:
+        return ids.index(end_of_turn, start) + 1 if end_of_turn in ids[start:] else len(ids)
+
+    if "labels" in dataset.column_names:  # SFT: input_ids with the prompt's labels at -100
+        def fn(ex):
+            start = next((i for i, label in enumerate(ex["labels"]) if label != -100), len(ex["labels"]))
+            end = cut(ex["input_ids"], start)
+            return {"input_ids": ex["input_ids"][:end], "labels": ex["labels"][:end]}
+    else:  # DPO: prompt_ids, chosen_ids, rejected_ids
+        def fn(ex):
+            return {k: ex[k][: cut(ex[k])] for k in ("chosen_ids", "rejected_ids")}
+    return dataset.map(fn, desc="End answers at the end-of-turn token")
+
+
+def sft_trainer(model, tokenizer, examples: list[dict], args, *, peft_config=None):
+    """TRL's SFTTrainer on ``[{"prompt", "completion"}]`` as one-turn conversations, each answer's
+    labels ending at the chat format's end-of-turn token."""
+    from trl import SFTTrainer
+
+    dataset = Dataset.from_list(
+        [{"prompt": _user(e["prompt"]), "completion": _assistant(e["completion"])} for e in examples]
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=peft_config)
+    trainer.train_dataset = end_labels_at_end_of_turn(trainer.train_dataset, chat.end_of_turn_id(tokenizer))
+    return trainer
+
+
+def dpo_trainer(model, ref_model, tokenizer, pairs: list[dict], args, *, peft_config=None):
+    """TRL's DPOTrainer on ``[{"prompt", "chosen", "rejected"}]`` as one-turn conversations, each
+    answer ending at the chat format's end-of-turn token. ``ref_model=None`` with a
+    ``peft_config`` makes the adapter-free policy the reference."""
+    from trl import DPOTrainer
+
+    dataset = Dataset.from_list(
+        [{"prompt": _user(p["prompt"]), "chosen": _assistant(p["chosen"]), "rejected": _assistant(p["rejected"])}
+         for p in pairs]
+    )
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
+                         processing_class=tokenizer, peft_config=peft_config)
+    trainer.train_dataset = end_labels_at_end_of_turn(trainer.train_dataset, chat.end_of_turn_id(tokenizer))
+    return trainer
+
+
 def train_sft(
     model_path: str, examples: list[dict], out_dir: Path, cfg, *, seed: int, tokenizer_path: str | None = None,
     stage_cfg=None, report_to: str = "none", run_name: str = "sft",
@@ -109,7 +165,7 @@ def train_sft(
     tokenizer's chat template, the same one generation uses. ``stage_cfg`` defaults to
     ``cfg.training.sft``.
     """
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     if not examples:
         raise SelfRewardError("SFT has no examples: the seed IFT and EFT data are empty")
@@ -117,15 +173,11 @@ def train_sft(
     work = fresh_dir(out_dir.with_name(out_dir.name + ".tmp"))
     tokenizer = load_tokenizer(tokenizer_path or model_path, cfg.model.chat_template, cfg.model.trust_remote_code)
     model = _load_for_training(model_path, cfg)
-    dataset = Dataset.from_list(
-        [{"prompt": _user(e["prompt"]), "completion": _assistant(e["completion"])} for e in examples]
-    )
     args = SFTConfig(
         **_trainer_args(stage_cfg or cfg.training.sft, cfg.training, cfg.model, work, seed, report_to, run_name),
         completion_only_loss=True,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=_peft_config(cfg.training.lora))
+    trainer = sft_trainer(model, tokenizer, examples, args, peft_config=_peft_config(cfg.training.lora))
     trainer.add_callback(StopOnNonFiniteLoss(run_name))
     trainer.train()
     return _save(trainer, tokenizer, work, out_dir, out_dir.parent)
@@ -136,7 +188,7 @@ def train_dpo(
     report_to: str = "none", run_name: str = "dpo",
 ) -> dict:
     """DPO with TRL's DPOTrainer, initialised from ``model_path`` against the reference in ``ref_path``."""
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig
 
     if not pairs:
         raise SelfRewardError("DPO has no preference pairs")
@@ -152,10 +204,6 @@ def train_dpo(
         ref_model = load_model(ref_path, dtype=cfg.model.dtype, device=cfg.model.device,
                                attn_implementation=cfg.model.attn_implementation,
                                trust_remote_code=cfg.model.trust_remote_code)
-    dataset = Dataset.from_list(
-        [{"prompt": _user(p["prompt"]), "chosen": _assistant(p["chosen"]), "rejected": _assistant(p["rejected"])}
-         for p in pairs]
-    )
     dpo = cfg.training.dpo
     args = DPOConfig(
         **_trainer_args(dpo, cfg.training, cfg.model, work, seed, report_to, run_name),
@@ -163,8 +211,7 @@ def train_dpo(
         loss_type=[dpo.loss_type, "sft"] if dpo.sft_weight else [dpo.loss_type],
         loss_weights=[1.0, dpo.sft_weight] if dpo.sft_weight else None,
     )
-    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
-                         processing_class=tokenizer, peft_config=peft_config)
+    trainer = dpo_trainer(model, ref_model, tokenizer, pairs, args, peft_config=peft_config)
     trainer.add_callback(StopOnNonFiniteLoss(run_name))
     trainer.train()
     return _save(trainer, tokenizer, work, out_dir, out_dir.parent)

@@ -81,3 +81,17 @@ def test_rft_examples_keep_each_top_scored_answer_once():
         {"prompt": "q", "response": "a", "score": 5.0},  # the same text for another prompt counts
     ]
     assert rft_examples(judged, 5) == [{"prompt": "p", "completion": "a "}, {"prompt": "q", "completion": "a"}]
+
+
+def test_truncated_candidates_are_left_out_unless_allowed():
+    # "long..." scored highest but was cut at max_new_tokens; "cut" lowest, also cut.
+    g = {**group("p", ["ok", "long...", "meh", "cut"], [3.0, 5.0, 2.0, 0.0]), "finished": [True, False, True, False]}
+    pairs, stats = build_pairs([g])
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("ok", "meh")]
+    assert stats.truncated == 2 and stats.as_dict()["truncated"] == 2
+    pairs, stats = build_pairs([g], allow_truncated=True)
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("long...", "cut")] and stats.truncated == 0
+    # Only one finished candidate left: no pair, counted as too few scored.
+    g = {**group("q", ["a", "b"], [4.0, 1.0]), "finished": [True, False]}
+    pairs, stats = build_pairs([g])
+    assert pairs == [] and (stats.too_few_scored, stats.truncated) == (1, 1)

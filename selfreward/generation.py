@@ -178,26 +178,32 @@ class HFEngine:
 
     @torch.inference_mode()
     def continuation_logprobs(self, messages, prefixes, continuations):
-        # One row per (message, continuation). Prefix and continuation are tokenized together and
-        # split where the prefix alone stops matching, so merges across the boundary are handled.
-        rows, spans = [], []
-        for message, prefix in zip(messages, prefixes, strict=True):
+        # Prefix and continuation are tokenized together and split where the prefix alone stops
+        # matching, so merges across the boundary are handled. A row holds the context and all
+        # but the last target token; continuations of one token (the score digits) share a row,
+        # so a message costs one forward pass, and only the last positions' logits are computed.
+        rows: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
+        k = len(continuations)
+        for m, (message, prefix) in enumerate(zip(messages, prefixes, strict=True)):
             prompt = chat.prompt_ids(self.tokenizer, message)
             alone = self.tokenizer.encode(prefix, add_special_tokens=False)
-            for cont in continuations:
+            for c, cont in enumerate(continuations):
                 joint = self.tokenizer.encode(prefix + cont, add_special_tokens=False)
-                split = next((k for k, (a, b) in enumerate(zip(alone, joint)) if a != b), min(len(alone), len(joint)))
-                rows.append(prompt + joint)
-                spans.append(len(prompt) + split)
-        logprobs = [0.0] * len(rows)
-        for idx, ids, mask in self._batches(rows, "score continuations"):
-            logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
-            token_logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
-            width = ids.shape[1]
+                split = next((i for i, (a, b) in enumerate(zip(alone, joint)) if a != b), min(len(alone), len(joint)))
+                target = joint[split:]
+                if target:
+                    rows.setdefault(tuple(prompt + joint[:split] + target[:-1]), []).append((m * k + c, target))
+        logprobs = [0.0] * (len(messages) * k)
+        keys = list(rows)
+        keep = max((len(t) for reads in rows.values() for _, t in reads), default=1)
+        for idx, ids, mask in self._batches([list(key) for key in keys], "score continuations"):
+            # Left padding puts every row's last tokens in the last columns.
+            logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits.float()
+            logp = torch.log_softmax(logits, dim=-1)
             for row, i in enumerate(idx):
-                start = width - len(rows[i]) + spans[i]  # left padding shifts every position
-                logprobs[i] = token_logprobs[row, start - 1 :].sum().item()
-        k = len(continuations)
+                for out, target in rows[keys[i]]:
+                    positions = range(keep - len(target), keep)
+                    logprobs[out] = sum(logp[row, p, t].item() for p, t in zip(positions, target))
         return [logprobs[m * k : (m + 1) * k] for m in range(len(messages))]
 
 

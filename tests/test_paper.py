@@ -50,7 +50,8 @@ def test_oasst_data_path_on_the_fixture(tiny_config, tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "judge", scripted)
     cfg = tiny_config("iterations=0", "model=llama2_70b", f"model.name_or_path={tmp_path / 'model'}",
                       "model.dtype=float32", "data=oasst", f"data.oasst.source={FIXTURE}",
-                      "data.oasst.n_eval=1", "data.oasst.n_judge_eval=2")
+                      "data.oasst.n_eval=1", "data.oasst.n_judge_eval=2",
+                      "training.builtin_only=false")  # a random tiny model in the 70B's place
     rows = loop.run(cfg, tmp_path / "run")
     data = tmp_path / "run" / "data"
     # Counts of the fixture (see tests/test_oasst.py). Every EFT reply agrees with the scripted

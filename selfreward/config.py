@@ -500,9 +500,9 @@ def _check_files(cfg) -> None:
     if cfg.model.name_or_path != "builtin":
         from selfreward.models import check_training
 
-        check_training(cfg)  # a pretrained model refuses the tiny model's training settings
         check_model_folder("model.name_or_path", cfg.model.name_or_path, cfg.model.trust_remote_code,
                            tokenizer=cfg.model.tokenizer is None)
+        check_training(cfg)  # a pretrained model refuses the tiny model's training settings
         if cfg.model.tokenizer is not None:
             check_tokenizer("model.tokenizer", cfg.model.tokenizer, cfg.model.trust_remote_code)
     if cfg.prompts.writer != "current":

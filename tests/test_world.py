@@ -297,7 +297,7 @@ def test_tokenizer_properties(tokenizer):
         [{"role": "user", "content": "sort: 2 1"}, {"role": "assistant", "content": "1 2"}],
         tokenize=False,
     )
-    assert rendered == "User: sort: 2 1\nAssistant:\n1 2<eos>\n"
+    assert rendered == "User: sort: 2 1\nAssistant:\n1 2<eos>"  # nothing is trained after EOS
     assert tokenizer.eos_token_id in tokenizer(rendered)["input_ids"]
 
 

@@ -99,7 +99,11 @@ def main() -> None:
     except SystemExit as e:
         # Hydra reports a command line it cannot compose (an unknown key, a value of the wrong
         # type, a missing option) itself and exits with 1; that is a bad config: 2.
-        if e.code == 1 and not _checked:
+        # (The flag is read from the module Hydra instantiates the callback from, which is not
+        # this one under `python -m selfreward.cli`.)
+        import selfreward.cli as installed
+
+        if e.code == 1 and not installed._checked:
             sys.exit(2)
         raise
 

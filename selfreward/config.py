@@ -18,9 +18,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from selfreward.data import SOURCES, WorldConfig
 from selfreward.rundir import SelfRewardError
-
-from selfreward.data.builtin import WorldConfig
 
 
 @dataclass
@@ -265,7 +264,7 @@ class ConfigError(SelfRewardError):
 
 # Keys with a fixed set of values.
 CHOICES = {
-    "data.source": ("builtin", "files", "oasst"),
+    "data.source": tuple(SOURCES),
     "generation.backend": ("hf",),
     "judge.mode": ("sample", "expected"),
     "judge.source": ("model", "oracle"),
@@ -414,9 +413,6 @@ def validate(cfg) -> None:
     for key, (check, allowed) in RANGES.items():
         if not check(values[key]):
             raise _fail(key, values[key], allowed)
-    if cfg.data.source == "files" and not cfg.data.dir:
-        raise ConfigError("invalid config: data.dir=None; allowed: with data=files, a folder holding ift.jsonl, "
-                          "eft.jsonl, eval_prompts.jsonl and judge_eval.jsonl (data.dir=FOLDER)")
     _check_rules(cfg)
     _check_files(cfg)
 
@@ -445,28 +441,18 @@ def _check_rules(cfg) -> None:
             torch.device(m.device)
         except RuntimeError:
             raise _fail("model.device", m.device, "auto or a torch device such as cpu, cuda, cuda:1") from None
-    if m.name_or_path == "builtin":
-        if m.hidden_size % m.num_heads:
-            raise ConfigError(f"invalid config: model.hidden_size={m.hidden_size}, model.num_heads={m.num_heads}; "
-                              f"allowed: hidden_size a multiple of num_heads")
-        if cfg.data.source != "builtin":
-            raise ConfigError(f"invalid config: model.name_or_path='builtin' with data.source={cfg.data.source!r}; "
-                              f"allowed: the built-in model only with data=builtin (its tokenizer is built from "
-                              f"that world); set model=... to a real model")
-    if j.source == "oracle" and cfg.data.source != "builtin":
-        raise ConfigError(f"invalid config: judge.source='oracle' with data.source={cfg.data.source!r}; "
-                          f"allowed: judge.source=oracle needs data=builtin, the only world with an oracle")
-    if cfg.data.source == "builtin":
-        from selfreward.data.builtin import WorldConfig
+    if m.name_or_path == "builtin" and m.hidden_size % m.num_heads:
+        raise ConfigError(f"invalid config: model.hidden_size={m.hidden_size}, model.num_heads={m.num_heads}; "
+                          f"allowed: hidden_size a multiple of num_heads")
+    # The data source checks its own keys, and what the model and judge ask of it.
+    from selfreward.data import check_source
 
-        try:
-            WorldConfig(**OmegaConf.to_container(cfg.data.world, resolve=True))
-        except ValueError as e:
-            raise ConfigError(f"invalid config: data.world: {e}") from None
+    check_source(cfg)
 
 
 def _check_files(cfg) -> None:
-    """The files the config names: templates with their fields, the data folder, local models."""
+    """The files the config names: templates with their fields, local models (the data folder is
+    the data source's: :func:`selfreward.data.check_source`)."""
     from selfreward.prompts import load_template
 
     for key, fields in TEMPLATE_FIELDS.items():
@@ -482,21 +468,6 @@ def _check_files(cfg) -> None:
         if missing:
             raise ConfigError(f"invalid config: {key}={name!r}: the template has no {{{missing[0]}}} field; "
                               f"allowed: a template with {', '.join('{' + f + '}' for f in fields)}")
-    if cfg.data.source == "files":
-        from selfreward.data import FILES
-
-        folder = Path(cfg.data.dir).expanduser()
-        if not folder.is_dir():
-            raise ConfigError(f"invalid config: data.dir={cfg.data.dir!r} is not a folder")
-        for name in FILES:
-            if not (folder / f"{name}.jsonl").is_file():
-                raise ConfigError(f"invalid config: data.dir={cfg.data.dir!r} has no {name}.jsonl "
-                                  f"(it needs {', '.join(f + '.jsonl' for f in FILES)})")
-    if cfg.data.source == "oasst":
-        source = cfg.data.oasst.source
-        if _is_local(source) and not Path(source).expanduser().is_dir():
-            raise ConfigError(f"invalid config: data.oasst.source={source!r} is not a folder "
-                              f"(a hub id, or a folder with train.jsonl[.gz] and validation.jsonl[.gz])")
     if cfg.model.name_or_path != "builtin":
         from selfreward.models import check_training
 

@@ -10,35 +10,14 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from selfreward import metrics
-from selfreward.data import SeedData, gold_labels
+from selfreward.data import Oracle, SeedData, gold_labels, make_oracle  # noqa: F401 - make_oracle for scripts
 from selfreward.generation import Engine, Sampling
 from selfreward.judge import judge, pairwise_verdicts
 from selfreward.prompts import load_template
 from selfreward.rundir import write_jsonl
-
-@dataclass(frozen=True)
-class Oracle:
-    """Ground truth for measurement: is an answer correct, and (if known) its graded quality."""
-
-    correct: Callable[[str, str], bool]
-    score: Callable[[str, str], float | None] | None = None
-
-
-def make_oracle(cfg, data: SeedData) -> Oracle | None:
-    """The built-in world's checker and rubric, exact match on reference answers, or None."""
-    if cfg.data.source == "builtin":
-        from selfreward.data.builtin import is_correct, oracle_score
-
-        return Oracle(is_correct, oracle_score)
-    answers = {r["prompt"]: r["answer"] for r in data.eval_prompts if "answer" in r}
-    if len(answers) < len(data.eval_prompts):
-        return None
-    return Oracle(lambda prompt, response: response.strip() == str(answers[prompt]).strip())
-
 
 def head_to_head(scores_a: list[float], scores_b: list[float]) -> dict:
     """Win/tie/loss of A against B, prompt by prompt (ties count half in ``win_rate``)."""

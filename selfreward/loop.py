@@ -29,14 +29,20 @@ import yaml
 from omegaconf import OmegaConf
 
 from selfreward.config import ConfigError, validate
-from selfreward.data import SeedData, load_data, prepare_data
-from selfreward.evaluation import (
+from selfreward.data import (
     Oracle,
+    SeedData,
+    base_model,
+    eft_from_judgments,
+    load_data,
+    make_oracle,
+    prepare_data,
+)
+from selfreward.evaluation import (
     evaluate_judge,
     evaluate_policy,
     evaluate_position_bias,
     head_to_head,
-    make_oracle,
     self_judge_quality,
 )
 from selfreward.generation import Engine, Sampling, check_model_path, finished, load_engine
@@ -128,7 +134,8 @@ def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
-def write_prompts(engine: Engine, data: SeedData, cfg, *, seed: int, out: Path, earlier: list[str]) -> dict:
+def write_prompts(engine: Engine, data: SeedData, cfg, *, seed: int, out: Path, earlier: list[str],
+                  oracle: Oracle | None = None) -> dict:
     """Self-instruction: k-shot requests built from seed prompts; the outputs, filtered."""
     p = cfg.prompts
     pool = data.seed_prompts
@@ -147,11 +154,9 @@ def write_prompts(engine: Engine, data: SeedData, cfg, *, seed: int, out: Path, 
     write_jsonl(out / "prompts_raw.jsonl", [{"request": r, "output": o[0]} for r, o in zip(requests, outputs)])
     write_jsonl(out / "prompts.jsonl", [{"prompt": k} for k in kept])
     info = {**vars(report), "count": len(kept), "requests": len(requests)}
-    if cfg.data.source == "builtin":
+    if oracle is not None and oracle.valid is not None:
         # Measured with the oracle, never used by the loop: how many prompts are real tasks.
-        from selfreward.data.builtin import answer
-
-        info["valid_rate"] = sum(answer(k) is not None for k in kept) / len(kept) if kept else 0.0
+        info["valid_rate"] = sum(oracle.valid(k) for k in kept) / len(kept) if kept else 0.0
     return info
 
 
@@ -171,10 +176,8 @@ def write_candidates(engine: Engine, cfg, *, seed: int, out: Path) -> dict:
             "truncation_rate": flags.count(False) / len(flags) if flags else 0.0}
 
 
-def oracle_judgments(items: list[tuple[str, str]]) -> list[dict]:
-    """The oracle-reward control: the built-in world's rubric scores each candidate once."""
-    from selfreward.data.builtin import oracle_score
-
+def oracle_judgments(items: list[tuple[str, str]], oracle_score: Callable[[str, str], float | None]) -> list[dict]:
+    """The oracle-reward control: the data source's graded oracle scores each candidate once."""
     records = []
     for prompt, response in items:
         score = oracle_score(prompt, response)
@@ -182,7 +185,7 @@ def oracle_judgments(items: list[tuple[str, str]]) -> list[dict]:
     return records
 
 
-def write_judgments(engine: Callable[[], Engine], cfg, *, seed: int, out: Path) -> dict:
+def write_judgments(engine: Callable[[], Engine], cfg, *, seed: int, out: Path, oracle: Oracle | None = None) -> dict:
     """Every candidate judged ``judge.repeats`` times by the model itself (or by the oracle)."""
     j = cfg.judge
     candidates = read_jsonl(out / "candidates.jsonl")
@@ -192,7 +195,7 @@ def write_judgments(engine: Callable[[], Engine], cfg, *, seed: int, out: Path) 
     # once (with all its repeats) and the record shared, which saves work and keeps copies equal.
     distinct = list(dict.fromkeys(items))
     if j.source == "oracle":
-        judged = oracle_judgments(distinct)
+        judged = oracle_judgments(distinct, oracle.score)  # config.validate: the source has one
     else:
         judged = judge(engine(), load_template(j.template), distinct, j, seed=seed, desc="self-judge")
     by_item = dict(zip(distinct, judged))
@@ -272,8 +275,6 @@ def sft_examples(data: SeedData, cfg) -> list[dict]:
 def build_eft(base_path: str, tokenizer_path: str, data_dir: Path, m1: Path, models: _Models, cfg) -> dict:
     """The paper's EFT data: an SFT-on-IFT model judges human-ranked answers; judgments whose
     score order agrees with the human ranking are kept, the most common score down-sampled."""
-    from selfreward.data.oasst import eft_from_judgments
-
     ift = [{"prompt": r["prompt"], "completion": r["response"]} for r in read_jsonl(data_dir / "ift.jsonl")]
     info = train_sft(base_path, ift, m1 / "ift_model", cfg, tokenizer_path=tokenizer_path,
                      seed=stage_seed(cfg.seed, 1, "ift_sft"), report_to=_report_to(cfg), run_name="sft-ift")
@@ -302,22 +303,10 @@ def base_model_path(cfg, run_dir: Path, data_dir: Path) -> tuple[str, str, dict]
         check_model_path(cfg.model.name_or_path)
         check_model_path(tokenizer)
         return cfg.model.name_or_path, tokenizer, {}
-    from selfreward.data import builtin as world  # config.validate: the built-in model comes with data=builtin
-
+    # model=tiny: the data source makes its own base model (config.validate: it can).
     folder = run_dir / "m0"
-
-    def build() -> dict:
-        m = cfg.model
-        tokenizer = world.build_tokenizer(world.tokenizer_corpus(data_dir), vocab_size=m.vocab_size)
-        model = world.build_base_model(
-            tokenizer, hidden_size=m.hidden_size, num_layers=m.num_layers, num_heads=m.num_heads,
-            intermediate_size=m.intermediate_size, max_position_embeddings=m.max_position_embeddings,
-            seed=stage_seed(cfg.seed, 0, "base"),
-        )
-        world.write_base_model(folder / "model", tokenizer, model)
-        return {"parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer)}
-
-    info = run_stage(folder, "base", build)
+    info = run_stage(folder, "base", lambda: base_model(cfg, data_dir, folder / "model",
+                                                         stage_seed(cfg.seed, 0, "base")))
     path = str(folder / "model")
     return path, path, info
 
@@ -353,7 +342,7 @@ def _run(cfg, run_dir: Path) -> list[dict]:
         times = {"data": data_info["seconds"]}
         if base_info:
             times["base"] = base_info["seconds"]
-        if cfg.data.source == "oasst":
+        if (data_dir / "eft_groups.jsonl").is_file():  # a source that leaves EFT to an SFT model's judgments
             eft_info = run_stage(m1, "eft", lambda: build_eft(base_path, tokenizer_path, data_dir, m1, models, cfg))
             times["eft"] = eft_info["seconds"]
         data = load_data(data_dir, cfg)
@@ -389,11 +378,12 @@ def _iterate(t: int, run_dir: Path, models: _Models, data: SeedData, cfg, oracle
     earlier = [r["prompt"] for k in range(2, model) for r in read_jsonl(run_dir / f"m{k}" / "prompts.jsonl")]
     info = {
         "prompts": run_stage(out, "prompts", lambda: write_prompts(
-            writer(), data, cfg, seed=stage_seed(cfg.seed, model, "prompts"), out=out, earlier=earlier)),
+            writer(), data, cfg, seed=stage_seed(cfg.seed, model, "prompts"), out=out, earlier=earlier,
+            oracle=oracle)),
         "candidates": run_stage(out, "candidates", lambda: write_candidates(
             engine(), cfg, seed=stage_seed(cfg.seed, model, "candidates"), out=out)),
         "judgments": run_stage(out, "judgments", lambda: write_judgments(
-            engine, cfg, seed=stage_seed(cfg.seed, model, "judgments"), out=out)),
+            engine, cfg, seed=stage_seed(cfg.seed, model, "judgments"), out=out, oracle=oracle)),
         "pairs": run_stage(out, "pairs", lambda: write_pairs(
             cfg, seed=stage_seed(cfg.seed, model, "pairs"), out=out, model=model, oracle=oracle)),
     }

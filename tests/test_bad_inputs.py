@@ -197,6 +197,16 @@ def test_the_cli_exits_2_with_one_line_and_hydra_writes_nothing(tiny_run):
     assert _snapshot(tiny_run) == before and not (tiny_run / ".hydra").exists()
 
 
+def test_the_cli_on_a_run_dir_in_use_stops_before_hydra_writes(tiny_run):
+    before = _snapshot(tiny_run)
+    with lock_run_dir(tiny_run):  # another process holds it
+        done = _cli(*TINY_RUN, f"hydra.run.dir={tiny_run}")
+    assert done.returncode == 1
+    assert done.stderr.strip() == (f"selfreward: error: {tiny_run} is in use by another selfreward process (it holds "
+                                   f"{tiny_run}/run.lock); wait for it to finish, or pick another hydra.run.dir")
+    assert _snapshot(tiny_run) == before and not (tiny_run / ".hydra").exists()
+
+
 # (file, line number, what the line becomes (str or bytes; None deletes it), expected message after "{src}/")
 def _row(number, **fields):
     """A record of the small data folder with some fields replaced (a JSON line)."""

@@ -88,9 +88,11 @@ def test_same_command_again_resumes_and_changes_nothing(smoke_run):
 
 
 def test_bad_input_ends_with_one_clear_line(smoke_run, tmp_path):
-    done = selfreward("experiment=smoke", "model.name_or_path=./no/such/model", "data=files",
+    done = selfreward("experiment=smoke", "training=paper", "model.name_or_path=./no/such/model", "data=files",
                       f"data.dir={smoke_run / 'data'}", f"hydra.run.dir={tmp_path / 'bad'}", cwd=REPO)
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1] == "selfreward: error: model path ./no/such/model does not exist"
+    # A bad config: checked before Hydra sets the run directory up (exit 2, nothing written).
+    assert done.returncode == 2 and not (tmp_path / "bad").exists()
+    assert done.stderr.strip().splitlines()[-1] == ("selfreward: error: invalid config: "
+                                                    "model.name_or_path='./no/such/model': no such folder")
     typo = selfreward("judge.repeatz=3", f"hydra.run.dir={tmp_path / 'typo'}", cwd=REPO)
     assert typo.returncode != 0 and "repeatz" in typo.stderr

@@ -11,20 +11,26 @@ A run's ``data/`` folder holds four JSON Lines files (the contract, whatever the
 - ``judge_eval.jsonl``: ``{"prompt", "responses": [...], "scores": [...]}`` (higher is better) or
   ``"ranks": [...]`` (0 is best, as human rankings are given): the held-out judge set.
 
-The built-in world writes them; ``data=files`` copies a user's folder in, so that a run does not
-change when the source files do; ``data=oasst`` builds them from Open Assistant (the paper's
-seed data), its ``eft.jsonl`` from the judgments of an SFT-on-IFT model (the loop's ``eft`` stage).
+One module per source writes them: ``builtin`` (the built-in world, with an oracle and its own
+base model), ``files`` (copies a user's folder in, so that a run does not change when the source
+files do) and ``oasst`` (Open Assistant, the paper's seed data; its ``eft.jsonl`` comes from the
+judgments of an SFT-on-IFT model, the loop's ``eft`` stage). The rest of the package asks this
+module, never a source: :func:`prepare_data`, :func:`make_oracle`, :func:`base_model`,
+:func:`check_source`.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
-import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
-from selfreward.judge import parse_score
 from selfreward.rundir import SelfRewardError, read_jsonl_numbered
+
+from selfreward.data.builtin import WorldConfig  # the schema of data.world (selfreward/config.py)
 
 FILES = ("ift", "eft", "eval_prompts", "judge_eval")
 _REQUIRED = {
@@ -48,47 +54,86 @@ class SeedData:
         return [r["prompt"] for r in self.ift if r.get("kind") != "self_instruct"]
 
 
+@dataclass(frozen=True)
+class Oracle:
+    """Ground truth for measurement, from a data source: is an answer correct, (if known) its
+    graded quality, and (if known) whether a prompt is a real task. The loop never learns from
+    it; it measures with it, and with ``judge.source=oracle`` a control scores with ``score``."""
+
+    correct: Callable[[str, str], bool]
+    score: Callable[[str, str], float | None] | None = None
+    valid: Callable[[str], bool] | None = None
+
+
+# The sources, one module each. Every module has ``prepare(cfg, data_dir) -> counts`` (writes the
+# files of the contract) and ``check(cfg)`` (its config, at start); the built-in world also has
+# ``oracle()`` and ``base_model(cfg, data_dir, out_dir, seed)`` (a base model and tokenizer made
+# for its data). Nothing outside this package imports a source or branches on data.source.
+SOURCES = {"builtin": "selfreward.data.builtin", "files": "selfreward.data.files", "oasst": "selfreward.data.oasst"}
+
+
+def source(cfg) -> ModuleType:
+    """The module of the configured source (``data.source``)."""
+    return importlib.import_module(SOURCES[cfg.data.source])
+
+
+def check_source(cfg) -> None:
+    """The source's own config checks, and what the rest of the config asks of the source;
+    raises :class:`selfreward.config.ConfigError` (called by ``config.validate``)."""
+    from selfreward.config import ConfigError
+
+    src = source(cfg)
+    if cfg.model.name_or_path == "builtin" and not hasattr(src, "base_model"):
+        raise ConfigError(f"invalid config: model.name_or_path='builtin' with data.source={cfg.data.source!r}; "
+                          f"allowed: the built-in model only with data=builtin (its tokenizer is built from that "
+                          f"world); set model=... to a real model")
+    if cfg.judge.source == "oracle" and not hasattr(src, "oracle"):
+        raise ConfigError(f"invalid config: judge.source='oracle' with data.source={cfg.data.source!r}; "
+                          f"allowed: judge.source=oracle needs data=builtin, the only world with an oracle")
+    src.check(cfg)
+
+
 def prepare_data(cfg, data_dir: Path) -> dict:
-    """Fill ``data_dir`` from the configured source; return counts per file."""
-    source = cfg.data.source
-    if source == "builtin":
-        from omegaconf import OmegaConf
+    """Fill ``data_dir`` from the configured source and check the files; return counts per file.
 
-        from selfreward.data.builtin import WorldConfig, build_world
+    A source may give ``eft_groups.jsonl`` (ranked answers) instead of ``eft.jsonl``; the loop's
+    ``eft`` stage then makes ``eft.jsonl`` from an SFT model's judgments (the paper's recipe).
+    """
+    info = source(cfg).prepare(cfg, Path(data_dir))
+    names = [n for n in FILES if n != "eft" or (Path(data_dir) / "eft.jsonl").is_file()]
+    for name in names:
+        check_file(Path(data_dir) / f"{name}.jsonl", name, cfg)
+    return info
 
-        world = cfg.data.world
-        try:
-            build_world(world if isinstance(world, WorldConfig) else OmegaConf.to_object(world), data_dir)
-        except ValueError as e:
-            raise SelfRewardError(f"data.world: {e}") from None
-    elif source == "files":
-        if not cfg.data.dir:
-            raise SelfRewardError("data.source=files needs data.dir=<folder with ift.jsonl, eft.jsonl, ...>")
-        src = Path(cfg.data.dir).expanduser()
-        if not src.is_dir():
-            raise SelfRewardError(f"data.dir {src} is not a folder")
-        data_dir.mkdir(parents=True, exist_ok=True)
-        for name in FILES:
-            if not (src / f"{name}.jsonl").is_file():
-                raise SelfRewardError(f"data.dir {src} has no {name}.jsonl")
-            # Checked where they are, so that an error names the user's file and line, not the copy.
-            _check(read_jsonl_numbered(src / f"{name}.jsonl"), name, src / f"{name}.jsonl", cfg)
-        for name in FILES:
-            shutil.copyfile(src / f"{name}.jsonl", data_dir / f"{name}.jsonl")
-    elif source == "oasst":
-        # EFT needs judgments by an SFT model: the loop's "eft" stage writes eft.jsonl later.
-        from selfreward.data.oasst import prepare_oasst
 
-        o = cfg.data.oasst
-        info = prepare_oasst(o.source, data_dir, n_eval=o.n_eval, n_judge_eval=o.n_judge_eval, lang=o.lang,
-                             seed=cfg.seed)
-        for name in ("ift", "eval_prompts", "judge_eval"):  # eft.jsonl is checked once the eft stage wrote it
-            _check(read_jsonl_numbered(data_dir / f"{name}.jsonl"), name, data_dir / f"{name}.jsonl", cfg)
-        return info
-    else:
-        raise SelfRewardError(f"data.source must be builtin, files or oasst, got {source!r}")
-    data = load_data(data_dir, cfg)
-    return {name: len(getattr(data, name)) for name in FILES}
+def make_oracle(cfg, data: SeedData) -> Oracle | None:
+    """The source's oracle, exact match on the reference answers of the eval prompts when every
+    one has an ``"answer"``, or None."""
+    src = source(cfg)
+    if hasattr(src, "oracle"):
+        return src.oracle()
+    answers = {r["prompt"]: r["answer"] for r in data.eval_prompts if "answer" in r}
+    if len(answers) < len(data.eval_prompts):
+        return None
+    return Oracle(lambda prompt, response: response.strip() == str(answers[prompt]).strip())
+
+
+def base_model(cfg, data_dir: Path, out_dir: Path, seed: int) -> dict:
+    """Write the source's own base model and tokenizer (``model=tiny``) into ``out_dir``."""
+    return source(cfg).base_model(cfg, Path(data_dir), Path(out_dir), seed)
+
+
+def eft_from_judgments(*args, **kwargs):
+    """The paper's EFT recipe on judged ranked answers (see :mod:`selfreward.data.oasst`)."""
+    from selfreward.data.oasst import eft_from_judgments as recipe
+
+    return recipe(*args, **kwargs)
+
+
+def _parse_score(*args):
+    from selfreward.judge import parse_score  # judge imports the engine (torch); only EFT needs it here
+
+    return parse_score(*args)
 
 
 def _is_number(x) -> bool:
@@ -109,7 +154,7 @@ def _check(numbered: list[tuple[int, dict]], name: str, path: Path, cfg) -> list
         for key in ("response", "judgment"):
             if key in _REQUIRED[name] and not isinstance(row[key], str):
                 raise SelfRewardError(f"{where}: {key!r} must be a string, got {type(row[key]).__name__}")
-        if name == "eft" and parse_score(row["judgment"], cfg.judge.min_score, cfg.judge.max_score,
+        if name == "eft" and _parse_score(row["judgment"], cfg.judge.min_score, cfg.judge.max_score,
                                          row["response"]) is None:
             raise SelfRewardError(
                 f"{where}: the judgment does not end with a 'Score: N' line, "
@@ -129,14 +174,19 @@ def _check(numbered: list[tuple[int, dict]], name: str, path: Path, cfg) -> list
     return [row for _, row in numbered]
 
 
+def check_file(path: Path, name: str, cfg) -> list[dict]:
+    """Read one file of the contract (``name`` in :data:`FILES`) and check every record; an error
+    names ``path`` and the line."""
+    return _check(read_jsonl_numbered(path), name, Path(path), cfg)
+
+
 def load_data(data_dir: Path, cfg) -> SeedData:
     """Read and check the four files, applying the configured size limits."""
     limits = {"ift": cfg.data.max_ift, "eft": cfg.data.max_eft,
               "eval_prompts": cfg.data.max_eval_prompts, "judge_eval": cfg.data.max_judge_eval}
     loaded = {}
     for name in FILES:
-        path = Path(data_dir) / f"{name}.jsonl"
-        rows = _check(read_jsonl_numbered(path), name, path, cfg)
+        rows = check_file(Path(data_dir) / f"{name}.jsonl", name, cfg)
         loaded[name] = rows[: limits[name]] if limits[name] is not None else rows
     return SeedData(**loaded)
 

@@ -566,3 +566,48 @@ def write_base_model(
     """Save ``model`` (safetensors) and ``tokenizer`` so that ``from_pretrained`` loads them."""
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+
+
+# --- As a data source (selfreward.data) ------------------------------------------------------
+
+
+def check(cfg) -> None:
+    """At start: the world's own settings (``data.world``)."""
+    from selfreward.config import ConfigError
+
+    try:
+        _world_config(cfg)
+    except ValueError as e:
+        raise ConfigError(f"invalid config: data.world: {e}") from None
+
+
+def _world_config(cfg) -> WorldConfig:
+    from omegaconf import OmegaConf
+
+    world = cfg.data.world
+    return world if isinstance(world, WorldConfig) else WorldConfig(**OmegaConf.to_container(world, resolve=True))
+
+
+def prepare(cfg, data_dir: Path) -> dict:
+    """Write the world's four files (and ``world.json``) into ``data_dir``; return counts per file."""
+    info = build_world(_world_config(cfg), data_dir)
+    return {name.removesuffix(".jsonl"): n for name, n in info["counts"].items()}
+
+
+def oracle():
+    """The world's checker, its graded rubric, and whether a prompt is one of its tasks."""
+    from selfreward.data import Oracle
+
+    return Oracle(correct=is_correct, score=oracle_score, valid=lambda prompt: answer(prompt) is not None)
+
+
+def base_model(cfg, data_dir: Path, out_dir: Path, seed: int) -> dict:
+    """The built-in model (``model=tiny``): a tokenizer learnt from the world's files and a
+    Llama of the configured sizes, saved in ``out_dir``."""
+    m = cfg.model
+    tokenizer = build_tokenizer(tokenizer_corpus(data_dir), vocab_size=m.vocab_size)
+    model = build_base_model(tokenizer, hidden_size=m.hidden_size, num_layers=m.num_layers, num_heads=m.num_heads,
+                             intermediate_size=m.intermediate_size,
+                             max_position_embeddings=m.max_position_embeddings, seed=seed)
+    write_base_model(out_dir, tokenizer, model)
+    return {"parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer)}

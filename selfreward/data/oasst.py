@@ -373,3 +373,25 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- As a data source (selfreward.data) ------------------------------------------------------
+
+
+def check(cfg) -> None:
+    """At start: a local ``data.oasst.source`` is a folder (a hub id is looked up when the data
+    stage runs)."""
+    from selfreward.config import ConfigError
+
+    source = cfg.data.oasst.source
+    if source.startswith((".", "/", "~")) and not Path(source).expanduser().is_dir():
+        raise ConfigError(f"invalid config: data.oasst.source={source!r} is not a folder "
+                          f"(a hub id, or a folder with train.jsonl[.gz] and validation.jsonl[.gz])")
+
+
+def prepare(cfg, data_dir: Path) -> dict:
+    """``ift``, ``eval_prompts``, ``judge_eval`` and ``eft_groups``; the loop's ``eft`` stage turns
+    the groups into ``eft.jsonl`` with an SFT model's judgments (:func:`eft_from_judgments`)."""
+    o = cfg.data.oasst
+    return prepare_oasst(o.source, data_dir, n_eval=o.n_eval, n_judge_eval=o.n_judge_eval, lang=o.lang,
+                         seed=cfg.seed)

@@ -18,7 +18,7 @@ import pytest
 import selfreward.loop as loop
 from selfreward.rundir import SelfRewardError, lock_run_dir
 from selfreward.data.builtin import WorldConfig, build_base_model, build_tokenizer, build_world, tokenizer_corpus
-from tests.conftest import TINY, TINY_RUN, compose_config
+from conftest import TINY, TINY_RUN, compose_config
 
 # A real model with the data folder; training=paper, as a pretrained model needs real training settings.
 FILES_MODEL = ["model=qwen2_5_0_5b", "training=paper", "data=files", "data.dir={inputs}/data"]

@@ -9,7 +9,7 @@ import pytest
 import selfreward.loop as loop
 from selfreward.data import FILES, SOURCES, base_model, load_data, make_oracle, prepare_data, source
 from selfreward.rundir import read_json, read_jsonl, write_jsonl
-from tests.conftest import TINY, compose_config
+from conftest import TINY, compose_config
 
 PACKAGE = Path(__file__).resolve().parent.parent / "selfreward"
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "oasst"

@@ -46,8 +46,9 @@ def _margins(engine, pairs: list[dict]) -> list[float]:
 
 
 def _accuracy(engine, prompts: list[str]) -> float:
-    greedy = engine.generate(prompts, Sampling(0.0, 1.0, 16), seed=0, desc="accuracy")
-    return statistics.fmean(is_correct(p, o[0]) for p, o in zip(prompts, greedy))
+    """Sampled accuracy as the loop measures it (temperature 0.7), four answers a prompt."""
+    sampled = engine.generate(prompts, Sampling(0.7, 1.0, 16), n=4, seed=5, desc="accuracy")
+    return statistics.fmean(is_correct(p, a) for p, answers in zip(prompts, sampled) for a in answers)
 
 
 @pytest.fixture(scope="module")
@@ -86,21 +87,26 @@ def test_dpo_on_oracle_pairs_raises_the_margin_and_keeps_accuracy(policy):
         pairs, _ = build_pairs(groups)
         assert len(pairs) >= 150, "the policy must be wrong often enough to make pairs"
         train, held_out = pairs[:-50], pairs[-50:]
-        before_margin = statistics.fmean(_margins(engine, held_out))
+        before_margins = _margins(engine, held_out)
         before_accuracy = _accuracy(engine, eval_prompts)
-        assert 0.2 <= before_accuracy <= 0.9, before_accuracy
+        assert 0.15 <= before_accuracy <= 0.9, before_accuracy
 
         train_dpo(str(policy / "m1"), str(policy / "m1"), train, policy / "m2", cfg, seed=0)
         after = load_engine(str(policy / "m2"), cfg.model, cfg.generation)
-        after_margin = statistics.fmean(_margins(after, held_out))
+        after_margins = _margins(after, held_out)
         after_accuracy = _accuracy(after, eval_prompts)
     finally:
         torch.set_num_threads(threads)
 
-    # The pairs are perfect, so the preference must generalise to pairs it did not train on ...
-    assert after_margin > before_margin + 1.0, (before_margin, after_margin, before_accuracy, after_accuracy)
-    # ... without the policy getting worse at the task itself (200 prompts: one prompt is 0.005).
-    # Measured: the default recipe 0.360 -> 0.375 (margin 9.96 -> 11.38); plain DPO
-    # (training.dpo.sft_weight=0) 0.360 -> 0.265 (margin 9.96 -> 11.96).
-    assert after_accuracy >= before_accuracy, (before_accuracy, after_accuracy, before_margin, after_margin)
+    # The pairs are perfect, so the preference must generalise to pairs it did not train on: the
+    # held-out margins rise, pair by pair, by more than two standard errors of the mean rise ...
+    rises = [a - b for a, b in zip(after_margins, before_margins)]
+    t = statistics.fmean(rises) / (statistics.stdev(rises) / len(rises) ** 0.5)
+    values = (statistics.fmean(before_margins), statistics.fmean(after_margins), t, before_accuracy, after_accuracy)
+    assert t > 2.0, values
+    # ... without the policy getting worse at the task itself (800 sampled answers).
+    # Measured with sampling seeds 1-4 for the pairs: the default recipe 0.237 -> 0.254, 0.242,
+    # 0.239, 0.244 (margin rise 2.5-3.5 standard errors); plain DPO (training.dpo.sft_weight=0)
+    # 0.237 -> 0.154 (greedy accuracy fell too, 0.405 -> 0.320), which this line catches.
+    assert after_accuracy >= before_accuracy, values
     assert all(answer(p) for p in eval_prompts)

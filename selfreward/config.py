@@ -103,14 +103,13 @@ class GenerationConfig:
 
 @dataclass
 class JudgeConfig:
-    """LLM-as-a-Judge: the template, how many judgments per candidate and how to read them."""
+    """LLM-as-a-Judge: the template, how many judgments per candidate and how to read them. The
+    model learns to judge with these (EFT), is measured with them, and ``reward=self_judge`` (the
+    method) scores the candidates with them."""
 
     template: str = "judge_additive_small"
     # The A/B template for pairwise judging (position bias, head-to-head); a built-in name or a path.
     pairwise_template: str = "judge_pairwise"
-    # model: M_t judges itself (the method). oracle: the built-in world's oracle scores the
-    # candidates instead, a control giving the upper bound of a perfect judge.
-    source: str = "model"
     # sample: the mean of `repeats` sampled judgments that parse. expected: one greedy judgment,
     # scored by the expected value of the judge's probabilities over the score tokens.
     mode: str = "sample"
@@ -126,8 +125,15 @@ class JudgeConfig:
 class PairsConfig:
     """How judged candidates become preference pairs."""
 
-    method: str = "best_worst"  # best_worst | random (a control: chosen and rejected drawn at random)
+    # best_worst: highest vs lowest score (the paper). all_pairs: every two distinct answers whose
+    # scores differ by more than min_margin, the higher one chosen. length_control: Meta-Rewarding's
+    # rule, the shortest of the top answers vs the longest of the bottom ones (rho below).
+    # random: a control, chosen and rejected drawn at random.
+    method: str = "best_worst"
     min_margin: float = 0.0  # drop pairs whose score margin is not above this (0 drops ties)
+    # length_control only: chosen = the shortest answer scored >= (1-rho)*max + rho*min, rejected =
+    # the longest scored <= (1-rho)*min + rho*max; rho=0 is best_worst with length tie-breaks.
+    rho: float = 0.0
     # A candidate cut at generation.max_new_tokens (finished: false) is left out of the pairs
     # unless this is true: a truncated answer is neither a fair winner nor a fair loser.
     allow_truncated: bool = False
@@ -184,7 +190,7 @@ class TrainingConfig:
     # dpo: each iteration trains on the pairs (the method). sft_best: SFT on the chosen answers
     # alone, no rejected ones (the paper's negative ablation), with the settings in sft_best.
     # rft: rejection-sampling fine-tuning, SFT on every distinct candidate the judge gave the
-    # top score (judge.max_score), with the settings in rft; with judge.source=oracle these are
+    # top score (judge.max_score), with the settings in rft; with reward=oracle these are
     # the samples the oracle marks correct (ReST-EM / RAFT, the simplest baseline that works).
     objective: str = "dpo"
     sft_best: SFTConfig = field(default_factory=lambda: SFTConfig(learning_rate=1e-4, batch_size=16))
@@ -234,6 +240,9 @@ class Config:
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    # Where the candidates' scores come from: a function named by Hydra's _target_ and its
+    # parameters (conf/reward/, selfreward/rewards/). The default is the method: M_t judges itself.
+    reward: dict[str, Any] = field(default_factory=lambda: {"_target_": "selfreward.rewards.self_judge.score"})
     pairs: PairsConfig = field(default_factory=PairsConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
@@ -267,8 +276,7 @@ CHOICES = {
     "data.source": tuple(SOURCES),
     "generation.backend": ("hf",),
     "judge.mode": ("sample", "expected"),
-    "judge.source": ("model", "oracle"),
-    "pairs.method": ("best_worst", "random"),
+    "pairs.method": ("best_worst", "all_pairs", "length_control", "random"),
     "training.objective": ("dpo", "sft_best", "rft"),
     "training.dpo.reference": ("previous", "sft"),
     # TRL 1.16's DPO losses (DPOConfig.loss_type); "sft" is added by training.dpo.sft_weight.
@@ -349,6 +357,7 @@ RANGES = {
     "judge.top_p": _TOP_P,
     "judge.max_new_tokens": _int_at_least(1),
     "pairs.min_margin": _NOT_NEGATIVE,
+    "pairs.rho": _rule(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     **_trainer_ranges("training.sft"),
     **_trainer_ranges("training.dpo"),
     **_trainer_ranges("training.sft_best"),
@@ -391,6 +400,8 @@ def validate(cfg) -> None:
         for key, value in node.items():
             if key not in schema:
                 yield prefix + str(key)
+            elif prefix + str(key) == "reward":
+                continue  # the keys of the reward are its function's parameters (check_reward)
             elif isinstance(value, dict) and isinstance(schema[key], dict):
                 yield from unknown(schema[key], value, f"{prefix}{key}.")
 
@@ -413,6 +424,9 @@ def validate(cfg) -> None:
     for key, (check, allowed) in RANGES.items():
         if not check(values[key]):
             raise _fail(key, values[key], allowed)
+    from selfreward.rewards import check_reward
+
+    check_reward(cfg)  # the reward's parameters, and what it asks of the rest (an oracle, a model)
     _check_rules(cfg)
     _check_files(cfg)
 

@@ -6,7 +6,7 @@ Run directory (one folder per model; every stage writes its files, then ``<stage
     metrics.jsonl        one line per model M_t
     data/                seed and held-out data (data.done)
     m0/model/            the built-in base model (builtin only; base.done)
-    m1/                  model/ (SFT), sft.done, eval_*.jsonl, eval.done
+    m1/                  model/ (SFT), sft.done, eval_*.jsonl, eval.done; reward_model/ with reward=reward_model
     m2/                  made by M1: prompts.jsonl, candidates.jsonl, judgments.jsonl, pairs.jsonl,
                          then model/ (DPO), and M2's measurements
     m3/ ...
@@ -21,7 +21,6 @@ import gc
 import hashlib
 import logging
 import random
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -46,8 +45,9 @@ from selfreward.evaluation import (
     self_judge_quality,
 )
 from selfreward.generation import Engine, Sampling, check_model_path, finished, load_engine
-from selfreward.judge import judge, judge_message, summarise
+from selfreward.judge import judge, judge_message
 from selfreward.pairs import build_pairs
+from selfreward.rewards import Context, as_row, score_groups
 from selfreward.prompts import filter_prompts, load_template, sample_shots, self_instruct_prompt
 from selfreward.rundir import (
     SelfRewardError,
@@ -89,7 +89,7 @@ def check_config(cfg, run_dir: Path, *, write: bool = True) -> None:
                           f"pick another hydra.run.dir") from None
     changes = [
         f"{key}: {old!r} -> {new!r}"
-        for key, old, new in _diff(saved, current)
+        for key, old, new in _diff(_upgrade(saved), current)
         if key.split(".")[0] not in RESUMABLE_KEYS
     ]
     if changes:
@@ -98,6 +98,19 @@ def check_config(cfg, run_dir: Path, *, write: bool = True) -> None:
             f"{run_dir} holds a run made with another config ({changes[0]}{more}); "
             f"resume it with the same config, or pick another hydra.run.dir"
         )
+
+
+def _upgrade(saved):
+    """A config saved before the reward interface, as it reads now: ``judge.source`` became
+    ``reward`` (model: the self-judge, oracle: the oracle) and ``pairs.rho`` came with its
+    default, so that those runs resume."""
+    if not isinstance(saved, dict) or "reward" in saved or "source" not in (saved.get("judge") or {}):
+        return saved
+    name = "oracle" if saved["judge"]["source"] == "oracle" else "self_judge"
+    saved = {**saved, "judge": {k: v for k, v in saved["judge"].items() if k != "source"}}
+    saved["reward"] = {"_target_": f"selfreward.rewards.{name}.score"}
+    saved["pairs"] = {**saved.get("pairs", {}), "rho": saved.get("pairs", {}).get("rho", 0.0)}
+    return saved
 
 
 def _diff(old, new, prefix: str = ""):
@@ -176,42 +189,33 @@ def write_candidates(engine: Engine, cfg, *, seed: int, out: Path) -> dict:
             "truncation_rate": flags.count(False) / len(flags) if flags else 0.0}
 
 
-def oracle_judgments(items: list[tuple[str, str]], oracle_score: Callable[[str, str], float | None]) -> list[dict]:
-    """The oracle-reward control: the data source's graded oracle scores each candidate once."""
-    records = []
-    for prompt, response in items:
-        score = oracle_score(prompt, response)
-        records.append({"judgments": [f"oracle\nScore: {score}"], "scores": [score], **summarise([score])})
-    return records
-
-
-def write_judgments(engine: Callable[[], Engine], cfg, *, seed: int, out: Path, oracle: Oracle | None = None) -> dict:
-    """Every candidate judged ``judge.repeats`` times by the model itself (or by the oracle)."""
-    j = cfg.judge
+def write_judgments(ctx: Context, cfg, *, out: Path) -> dict:
+    """Every candidate scored by the configured reward (``cfg.reward``; the method's default: M_t
+    judges itself), one row per candidate in ``judgments.jsonl``."""
     candidates = read_jsonl(out / "candidates.jsonl")
-    items = [(c["prompt"], r) for c in candidates for r in c["responses"]]
-    done = [flag for c in candidates for flag in c.get("finished") or [True] * len(c["responses"])]
-    # A confident model samples the same answer several times; each distinct answer is judged
-    # once (with all its repeats) and the record shared, which saves work and keeps copies equal.
-    distinct = list(dict.fromkeys(items))
-    if j.source == "oracle":
-        judged = oracle_judgments(distinct, oracle.score)  # config.validate: the source has one
-    else:
-        judged = judge(engine(), load_template(j.template), distinct, j, seed=seed, desc="self-judge")
-    by_item = dict(zip(distinct, judged))
-    records = [by_item[item] for item in items]
-    write_jsonl(out / "judgments.jsonl", [{"prompt": p, "response": r, "finished": d, **rec}
-                                          for (p, r), d, rec in zip(items, done, records)])
-    judgments = [s for rec in judged for s in rec["scores"]]  # the judgments actually made
-    parsed = [s for s in judgments if s is not None]
-    cut = [not d for rec in judged for d in rec.get("judgment_finished", [])]
+    groups = [(c["prompt"], c["responses"]) for c in candidates]
+    scored = score_groups(cfg, groups, ctx)
+    rows = [as_row(c["prompt"], r, done, s)
+            for c, row in zip(candidates, scored)
+            for r, done, s in zip(c["responses"], c.get("finished") or [True] * len(c["responses"]), row)]
+    write_jsonl(out / "judgments.jsonl", rows)
+    # Counted once per distinct candidate: copies share one scoring (rewards.per_distinct).
+    distinct = {(r["prompt"], r["response"]): s for r, s in zip(rows, (s for row in scored for s in row))}
+    judgments = [x for s in distinct.values() for x in s.scores]  # the judgments actually made
+    parsed = [x for x in judgments if x is not None]
+    cut = [not d for s in distinct.values() for d in s.details.get("judgment_finished", [])]
+    values = [s.score for s in distinct.values() if s.score is not None]
     return {
         "truncation_rate": sum(cut) / len(cut) if cut else 0.0,
         "distinct_candidates": len(distinct),
         "judgments": len(judgments),
-        "parse_failure_rate": 1 - len(parsed) / len(judgments) if judgments else 0.0,
-        "mean_score": sum(parsed) / len(parsed) if parsed else None,
-        "unscored_candidates": sum(rec["score"] is None for rec in records),
+        # None for a reward without judgments (oracle, likelihood, ...): nothing could fail to parse.
+        "parse_failure_rate": 1 - len(parsed) / len(judgments) if judgments else None,
+        # With a judge, the mean of its parsed judgments (as before the reward interface, so that
+        # runs compare); without one, the mean of the candidates' scores.
+        "mean_score": (sum(parsed) / len(parsed) if parsed else None) if judgments else
+                      (sum(values) / len(values) if values else None),
+        "unscored_candidates": sum(r["score"] is None for r in rows),
     }
 
 
@@ -227,7 +231,7 @@ def write_pairs(cfg, *, seed: int, out: Path, model: int, oracle: Oracle | None 
         g["judgments"].append(row["judgments"])
         g["finished"].append(row.get("finished", True))
     pairs, stats = build_pairs(list(groups.values()), method=cfg.pairs.method, min_margin=cfg.pairs.min_margin,
-                               seed=seed, allow_truncated=cfg.pairs.allow_truncated)
+                               rho=cfg.pairs.rho, seed=seed, allow_truncated=cfg.pairs.allow_truncated)
     if not pairs:
         raise SelfRewardError(
             f"iteration {model - 1} made no preference pairs from {stats.prompts} prompts "
@@ -383,7 +387,9 @@ def _iterate(t: int, run_dir: Path, models: _Models, data: SeedData, cfg, oracle
         "candidates": run_stage(out, "candidates", lambda: write_candidates(
             engine(), cfg, seed=stage_seed(cfg.seed, model, "candidates"), out=out)),
         "judgments": run_stage(out, "judgments", lambda: write_judgments(
-            engine, cfg, seed=stage_seed(cfg.seed, model, "judgments"), out=out, oracle=oracle)),
+            Context(cfg, stage_seed(cfg.seed, model, "judgments"), policy=engine, engine=models.get, oracle=oracle,
+                    data=data, run_dir=run_dir),
+            cfg, out=out)),
         "pairs": run_stage(out, "pairs", lambda: write_pairs(
             cfg, seed=stage_seed(cfg.seed, model, "pairs"), out=out, model=model, oracle=oracle)),
     }

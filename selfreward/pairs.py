@@ -30,8 +30,11 @@ class PairStats:
         return {**asdict(self), "tie_rate": self.tie_rate}
 
 
+METHODS = ("best_worst", "all_pairs", "length_control", "random")
+
+
 def build_pairs(
-    groups: list[dict], *, method: str = "best_worst", min_margin: float = 0.0, seed: int = 0,
+    groups: list[dict], *, method: str = "best_worst", min_margin: float = 0.0, rho: float = 0.0, seed: int = 0,
     allow_truncated: bool = False,
 ) -> tuple[list[dict], PairStats]:
     """Turn judged candidates into pairs.
@@ -42,16 +45,24 @@ def build_pairs(
 
     Candidates with the same text (after stripping whitespace) are one answer: their scores are
     averaged, so judge noise on identical samples can never make an answer both chosen and
-    rejected. Then:
+    rejected. A prompt gives no pair when fewer than two distinct answers have a score
+    (``too_few_scored``) or, for the rules with a margin, when no two differ by more than
+    ``min_margin`` (``ties``; 0 drops exact ties). Then, per prompt:
 
     - ``best_worst`` (the paper): chosen = the highest mean score, rejected = the lowest; the
-      first candidate wins among equals. The prompt is dropped when fewer than two distinct
-      answers have a score, or when the margin is not above ``min_margin`` (a tie when 0).
+      first candidate wins among equals.
+    - ``all_pairs``: every two distinct answers whose scores differ by more than ``min_margin``,
+      the higher-scored one chosen (in order of first appearance).
+    - ``length_control`` (Meta-Rewarding): with ``S_max``, ``S_min`` the prompt's extreme scores,
+      chosen = the shortest answer (in characters) scored at least ``(1-rho) S_max + rho S_min``,
+      rejected = the longest scored at most ``(1-rho) S_min + rho S_max``; the first wins among
+      equal lengths. ``rho=0`` is best-vs-worst with ties broken by length; a pair whose margin
+      is not above ``min_margin`` (possible for ``rho >= 0.5``) is dropped as a tie.
     - ``random`` (a control): two distinct scored answers drawn at random, chosen/rejected
-      assigned at random, so the pair carries no judge signal. Same drop rules except the margin.
+      assigned at random, so the pair carries no judge signal. No margin rule.
     """
-    if method not in ("best_worst", "random"):
-        raise ValueError(f"pairs.method must be best_worst or random, got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"pairs.method must be one of {', '.join(METHODS)}, got {method!r}")
     rng = random.Random(seed)
     stats = PairStats()
     pairs = []
@@ -67,28 +78,43 @@ def build_pairs(
         if len(scored) < 2:
             stats.too_few_scored += 1
             continue
-        if method == "best_worst":
-            # max/min over (score, -index) and (score, index): the first candidate wins ties.
-            best = max(scored, key=lambda t: (t[0], -t[1]))
-            worst = min(scored, key=lambda t: (t[0], t[1]))
-            if best[0] - worst[0] <= min_margin:
-                stats.ties += 1
-                continue
-        else:
-            best, worst = rng.sample(scored, 2)
-        chosen, rejected = group["responses"][best[1]], group["responses"][worst[1]]
-        pairs.append(
-            {
-                "prompt": group["prompt"],
-                "chosen": chosen,
-                "rejected": rejected,
-                "chosen_score": best[0],
-                "rejected_score": worst[0],
-                "margin": best[0] - worst[0],
-            }
-        )
-        stats.pairs += 1
+        chosen_rejected = _choose(scored, group["responses"], method, min_margin, rho, rng)
+        if not chosen_rejected:
+            stats.ties += 1
+            continue
+        for best, worst in chosen_rejected:
+            pairs.append(
+                {
+                    "prompt": group["prompt"],
+                    "chosen": group["responses"][best[1]],
+                    "rejected": group["responses"][worst[1]],
+                    "chosen_score": best[0],
+                    "rejected_score": worst[0],
+                    "margin": best[0] - worst[0],
+                }
+            )
+            stats.pairs += 1
     return pairs, stats
+
+
+def _choose(scored: list[tuple[float, int]], responses: list[str], method: str, min_margin: float, rho: float,
+            rng: random.Random) -> list[tuple[tuple[float, int], tuple[float, int]]]:
+    """The (chosen, rejected) of one prompt's distinct scored answers under ``method``; empty for a tie."""
+    if method == "random":
+        return [tuple(rng.sample(scored, 2))]
+    if method == "all_pairs":
+        return [(a, b) if a[0] > b[0] else (b, a)
+                for k, a in enumerate(scored) for b in scored[k + 1:] if abs(a[0] - b[0]) > min_margin]
+    if method == "best_worst":
+        # max/min over (score, -index) and (score, index): the first candidate wins ties.
+        best = max(scored, key=lambda t: (t[0], -t[1]))
+        worst = min(scored, key=lambda t: (t[0], t[1]))
+    else:  # length_control
+        top, bottom = max(s for s, _ in scored), min(s for s, _ in scored)
+        high, low = (1 - rho) * top + rho * bottom, (1 - rho) * bottom + rho * top
+        best = min((t for t in scored if t[0] >= high), key=lambda t: (len(responses[t[1]]), t[1]))
+        worst = max((t for t in scored if t[0] <= low), key=lambda t: (len(responses[t[1]]), -t[1]))
+    return [(best, worst)] if best[0] - worst[0] > min_margin else []
 
 
 def _distinct_scored(responses: list[str], scores: list[float | None]) -> list[tuple[float, int]]:

@@ -57,7 +57,15 @@ CONFIG_ROWS = [
     (["evaluation.judge_repeats=0"], "invalid config: evaluation.judge_repeats=0; allowed: null or an integer >= 1"),
     (["pairs.min_margin=-1"], "invalid config: pairs.min_margin=-1.0; allowed: a number >= 0"),
     # Fixed choices, and values a library defines.
-    (["pairs.method=max_random"], "invalid config: pairs.method='max_random'; allowed: one of best_worst, random"),
+    (["pairs.method=max_random"], "invalid config: pairs.method='max_random'; allowed: one of best_worst, all_pairs, "
+     "length_control, random"),
+    (["pairs.rho=1.5"], "invalid config: pairs.rho=1.5; allowed: a number in [0, 1]"),
+    (["pairs.rho=-0.1"], "invalid config: pairs.rho=-0.1; allowed: a number in [0, 1]"),
+    (["+reward.temperature=2"], "invalid config: reward.temperature is not a parameter of "
+     "selfreward.rewards.self_judge.score; allowed: no parameters"),
+    (["reward._target_=selfreward.rewards.nowhere.score"], "invalid config: "
+     "reward._target_='selfreward.rewards.nowhere.score'; allowed: the dotted path of a reward function such as "
+     "selfreward.rewards.self_judge.score (conf/reward/)"),
     (["training.dpo.loss_type=dpo"], "invalid config: training.dpo.loss_type='dpo'; allowed: one of sigmoid, hinge, "
      "ipo, exo_pair, nca_pair, robust, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, apo_down, discopop, "
      "sigmoid_norm"),
@@ -76,8 +84,8 @@ CONFIG_ROWS = [
     (["data=files", "data.dir={inputs}/data"], "invalid config: model.name_or_path='builtin' with "
      "data.source='files'; allowed: the built-in model only with data=builtin (its tokenizer is built from that "
      "world); set model=... to a real model"),
-    (["judge.source=oracle", *FILES_MODEL], "invalid config: judge.source='oracle' with data.source='files'; "
-     "allowed: judge.source=oracle needs data=builtin, the only world with an oracle"),
+    (["reward=oracle", *FILES_MODEL], "invalid config: reward=oracle with data.source='files'; "
+     "allowed: reward=oracle needs data=builtin, the only world with a graded oracle"),
     # Templates: missing, without their fields, not UTF-8.
     (["judge.template={inputs}/none.txt"], "invalid config: judge.template='{inputs}/none.txt': template "
      "'{inputs}/none.txt' is neither a built-in (judge_additive, judge_additive_small, judge_multiple_choice, "

@@ -83,7 +83,8 @@ def test_wrong_type_fails():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("pairs.method=max_random", "pairs.method='max_random'; allowed: one of best_worst, random"),
+    ("pairs.method=max_random", "pairs.method='max_random'; allowed: one of best_worst, all_pairs, length_control, "
+     "random"),
     ("training.dpo.reference=m0", "training.dpo.reference"),
     ("generation.backend=vllm", "generation.backend='vllm'; allowed: one of hf"),
     ("iterations=-1", "iterations=-1; allowed: an integer >= 0"),
@@ -94,8 +95,8 @@ def test_bad_choices_fail_before_any_stage(override, message):
 
 
 def test_oracle_judge_needs_the_builtin_world():
-    with pytest.raises(SelfRewardError, match="oracle needs data=builtin"):
-        validate(_compose(["judge.source=oracle", "data=files", "data.dir=/tmp", "model=qwen2_5_0_5b"]))
+    with pytest.raises(SelfRewardError, match="reward=oracle needs data=builtin"):
+        validate(_compose(["reward=oracle", "data=files", "data.dir=/tmp", "model=qwen2_5_0_5b"]))
 
 
 def _flat(node, prefix=""):

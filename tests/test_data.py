@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import selfreward.loop as loop
+from selfreward.rewards import Context
 from selfreward.data import FILES, SOURCES, base_model, load_data, make_oracle, prepare_data, source
 from selfreward.rundir import read_json, read_jsonl, write_jsonl
 from conftest import TINY, compose_config
@@ -75,17 +76,19 @@ def test_the_oracle_and_the_base_model_come_from_the_source(tmp_path):
 
 
 def test_the_oracle_control_scores_candidates_with_the_sources_rubric(tmp_path):
-    cfg = compose_config([*TINY, "judge.source=oracle"])
+    cfg = compose_config([*TINY, "reward=oracle"])
     prepare_data(cfg, tmp_path / "data")
     oracle = make_oracle(cfg, load_data(tmp_path / "data", cfg))
     write_jsonl(tmp_path / "candidates.jsonl", [{"prompt": "sort: 3 1 2", "responses": ["1 2 3", "1 3 2", "1 2 3"]}])
-    info = loop.write_judgments(lambda: pytest.fail("the oracle control needs no model"), cfg, seed=0, out=tmp_path,
-                                oracle=oracle)
+    no_model = lambda *_: pytest.fail("the oracle control needs no model")  # noqa: E731
+    info = loop.write_judgments(Context(cfg, 0, policy=no_model, engine=no_model, oracle=oracle), cfg, out=tmp_path)
     rows = read_jsonl(tmp_path / "judgments.jsonl")
     # Hand-checked with the world's rubric: "1 2 3" is right (5); "1 3 2" has the digits, the
     # length and the items, in the wrong order (3).
     assert [r["score"] for r in rows] == [5, 3, 5]
-    assert info["distinct_candidates"] == 2 and info["parse_failure_rate"] == 0.0
+    assert info["distinct_candidates"] == 2 and info["judgments"] == 0 and info["parse_failure_rate"] is None
+    # No judge, so no judgment text (the control once wrote a fake "oracle\nScore: N").
+    assert all(r["judgments"] == [] and r["scores"] == [] for r in rows)
 
 
 class _Writer:

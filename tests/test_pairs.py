@@ -95,3 +95,49 @@ def test_truncated_candidates_are_left_out_unless_allowed():
     g = {**group("q", ["a", "b"], [4.0, 1.0]), "finished": [True, False]}
     pairs, stats = build_pairs([g])
     assert pairs == [] and (stats.too_few_scored, stats.truncated) == (1, 1)
+
+
+def test_all_pairs_above_the_margin():
+    groups = [
+        # Distinct answers a=4, b=2, c=1 (a's copy averages in: (4 + 4) / 2); d unscored.
+        group("p1", ["a", "b", "c", "a", "d"], [4.0, 2.0, 1.0, 4.0, None]),
+        group("p2", ["a", "b"], [3.0, 3.0]),  # a tie: no pair
+    ]
+    pairs, stats = build_pairs(groups, method="all_pairs")
+    assert [(p["chosen"], p["rejected"], p["margin"]) for p in pairs] == [("a", "b", 2.0), ("a", "c", 3.0),
+                                                                          ("b", "c", 1.0)]
+    assert (stats.prompts, stats.pairs, stats.ties, stats.too_few_scored) == (2, 3, 1, 0)
+    # With a margin of 1 the pair b-c (margin 1, not above) is left out.
+    pairs, _ = build_pairs(groups, method="all_pairs", min_margin=1.0)
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("a", "b"), ("a", "c")]
+    # The lower-scored answer first in the group is still the rejected one.
+    pairs, _ = build_pairs([group("p", ["low", "high"], [1.0, 2.0])], method="all_pairs")
+    assert (pairs[0]["chosen"], pairs[0]["rejected"]) == ("high", "low")
+
+
+def test_length_control_by_hand():
+    # Scores 5, 4.5, 4, 1, 0 with S_max = 5, S_min = 0.
+    responses = ["long best answer", "mid ok", "short", "longest of the poor ones", "bad"]
+    g = group("p", responses, [5.0, 4.5, 4.0, 1.0, 0.0])
+    # rho = 0: chosen among scores >= 5 (only the first), rejected among <= 0 (only "bad").
+    pairs, _ = build_pairs([g], method="length_control", rho=0.0)
+    assert (pairs[0]["chosen"], pairs[0]["rejected"]) == ("long best answer", "bad")
+    # rho = 0.2: chosen among scores >= 0.8*5 + 0.2*0 = 4 (the shortest of 5, 4.5, 4 is "short"),
+    # rejected among <= 0.8*0 + 0.2*5 = 1 (the longest of 1 and 0).
+    pairs, _ = build_pairs([g], method="length_control", rho=0.2)
+    assert (pairs[0]["chosen"], pairs[0]["rejected"], pairs[0]["margin"]) == ("short", "longest of the poor ones", 3.0)
+    # rho = 0.1: the threshold 4.5 leaves "mid ok" (6 characters) as the shortest top answer.
+    pairs, _ = build_pairs([g], method="length_control", rho=0.1)
+    assert pairs[0]["chosen"] == "mid ok"
+
+
+def test_length_control_drops_a_pair_whose_margin_is_not_above_min_margin():
+    # rho = 1 makes every answer eligible on both sides: the shortest ("a", 2.0) against the
+    # longest ("ccc", 3.0) is no preference, so the prompt counts as a tie.
+    g = group("p", ["a", "bb", "ccc"], [2.0, 1.0, 3.0])
+    pairs, stats = build_pairs([g], method="length_control", rho=1.0)
+    assert pairs == [] and stats.ties == 1
+    # At rho = 0.5 both thresholds are the midpoint 2.0: chosen = the shortest scored >= 2 ("a",
+    # not "ccc"), rejected = the longest scored <= 2 ("bb", 1.0, not "a"): margin 1.
+    pairs, _ = build_pairs([g], method="length_control", rho=0.5)
+    assert (pairs[0]["chosen"], pairs[0]["rejected"]) == ("a", "bb")

@@ -1,6 +1,7 @@
 """A run stopped after any stage and started again gives the results of an uninterrupted run."""
 
 import pytest
+import yaml
 import torch
 from safetensors.torch import load_file
 
@@ -65,3 +66,20 @@ def test_resuming_with_another_config_stops(tiny_config, tmp_path):
     # Changing the number of iterations or the logger is allowed: it extends the same run.
     rows = loop.run(tiny_config("iterations=0", "logger=none"), tmp_path)
     assert [r["model"] for r in rows] == [1]
+
+
+def test_a_run_saved_before_the_reward_interface_resumes(tiny_config, tmp_path):
+    # Its config.yaml had judge.source (model or oracle) and no reward, nor pairs.rho.
+    for source, reward in (("model", "self_judge"), ("oracle", "oracle")):
+        cfg = tiny_config(f"reward={reward}")
+        folder = tmp_path / source
+        loop.check_config(cfg, folder.mkdir() or folder)
+        saved = yaml.safe_load((folder / "config.yaml").read_text())
+        del saved["reward"], saved["pairs"]["rho"]
+        saved["judge"]["source"] = source
+        (folder / "config.yaml").write_text(yaml.safe_dump(saved))
+        loop.check_config(cfg, folder)  # no change found
+        other = "oracle" if reward == "self_judge" else "self_judge"
+        with pytest.raises(SelfRewardError, match=rf"reward._target_: 'selfreward.rewards.{reward}.score' -> "
+                                                  rf"'selfreward.rewards.{other}.score'"):
+            loop.check_config(tiny_config(f"reward={other}"), folder)

@@ -58,7 +58,7 @@ class SeedData:
 class Oracle:
     """Ground truth for measurement, from a data source: is an answer correct, (if known) its
     graded quality, and (if known) whether a prompt is a real task. The loop never learns from
-    it; it measures with it, and with ``judge.source=oracle`` a control scores with ``score``."""
+    it; it measures with it, and with ``reward=oracle`` a control scores with ``score``."""
 
     correct: Callable[[str, str], bool]
     score: Callable[[str, str], float | None] | None = None
@@ -87,10 +87,12 @@ def check_source(cfg) -> None:
         raise ConfigError(f"invalid config: model.name_or_path='builtin' with data.source={cfg.data.source!r}; "
                           f"allowed: the built-in model only with data=builtin (its tokenizer is built from that "
                           f"world); set model=... to a real model")
-    if cfg.judge.source == "oracle" and not hasattr(src, "oracle"):
-        raise ConfigError(f"invalid config: judge.source='oracle' with data.source={cfg.data.source!r}; "
-                          f"allowed: judge.source=oracle needs data=builtin, the only world with an oracle")
     src.check(cfg)
+
+
+def has_graded_oracle(cfg) -> bool:
+    """Whether the configured source has its own oracle with graded scores (``reward=oracle``)."""
+    return hasattr(source(cfg), "oracle")
 
 
 def prepare_data(cfg, data_dir: Path) -> dict:

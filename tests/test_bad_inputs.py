@@ -63,6 +63,10 @@ CONFIG_ROWS = [
     (["pairs.rho=-0.1"], "invalid config: pairs.rho=-0.1; allowed: a number in [0, 1]"),
     (["+reward.temperature=2"], "invalid config: reward.temperature is not a parameter of "
      "selfreward.rewards.self_judge.score; allowed: no parameters"),
+    (["reward=likelihood", "reward.length_normalised=maybe"], "invalid config: reward.length_normalised='maybe'; "
+     "allowed: true or false"),
+    (["reward=likelihood", "+reward.per_char=true"], "invalid config: reward.per_char is not a parameter of "
+     "selfreward.rewards.likelihood.score; allowed: length_normalised"),
     (["reward._target_=selfreward.rewards.nowhere.score"], "invalid config: "
      "reward._target_='selfreward.rewards.nowhere.score'; allowed: the dotted path of a reward function such as "
      "selfreward.rewards.self_judge.score (conf/reward/)"),

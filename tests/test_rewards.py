@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-import pytest
+import math
 
+import pytest
+import torch
+
+import selfreward.loop as loop
+from selfreward import chat
+from selfreward.data.builtin import build_base_model, build_tokenizer, write_base_model
+from selfreward.generation import load_engine
 from selfreward.rewards import Context, Scored, per_distinct, score_groups
+from selfreward.rundir import read_jsonl, write_jsonl
 from conftest import TINY, compose_config
+
+TEXTS = ["User: sort: 3 1 2\nAssistant:\n1 2 3", "User: evens: 1 2 4\nAssistant:\n2 4"] * 20
 
 
 def _no_model(*_):
@@ -14,6 +24,18 @@ def _no_model(*_):
 
 def _ctx(cfg, policy=_no_model, engine=_no_model, oracle=None):
     return Context(cfg, 0, policy=policy, engine=engine, oracle=oracle)
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tmp_path_factory):
+    """The engine of a random tiny Llama saved as the loop saves models (float32 on the CPU)."""
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer(TEXTS, vocab_size=300)
+    folder = tmp_path_factory.mktemp("tiny") / "model"
+    write_base_model(folder, tokenizer, build_base_model(tokenizer, hidden_size=32, num_layers=1, num_heads=2,
+                                                         intermediate_size=64))
+    cfg = compose_config(TINY)
+    return load_engine(str(folder), cfg.model, cfg.generation), str(folder)
 
 
 def test_per_distinct_scores_each_distinct_candidate_once_and_shares_it():
@@ -27,6 +49,56 @@ def test_per_distinct_scores_each_distinct_candidate_once_and_shares_it():
     assert seen == [("p", "ab"), ("p", "c"), ("q", "ab")]
     assert [[s.score for s in row] for row in result] == [[2.0, 1.0, 2.0], [2.0]]
     assert result[0][0] is result[0][2]
+
+
+def test_self_consistency_by_hand():
+    cfg = compose_config([*TINY, "reward=self_consistency"])
+    groups = [("sort: 3 1 2", ["1 2 3", " 1  2 3 ", "3 2 1", "1 2 3\n"]), ("evens: 2 3", ["2", "3"])]
+    result = score_groups(cfg, groups, _ctx(cfg))
+    # "1 2 3" is three of the four samples once whitespace is normalised; "3 2 1" one of four.
+    assert [[s.score for s in row] for row in result] == [[0.75, 0.75, 0.25, 0.75], [0.5, 0.5]]
+    assert [s.details["votes"] for s in result[0]] == [3, 3, 1, 3]
+
+
+def _by_hand(engine, prompt, response):
+    """log pi(response, end of turn | prompt) from one forward pass over the whole sequence."""
+    tokenizer, model = engine.tokenizer, engine.model
+    context = chat.prompt_ids(tokenizer, prompt)
+    answer = tokenizer.encode(response, add_special_tokens=False) + [chat.end_of_turn_id(tokenizer)]
+    ids = torch.tensor([context + answer])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)[0]
+    total = sum(logp[len(context) + k - 1, t].item() for k, t in enumerate(answer))
+    return total, len(answer)
+
+
+@pytest.mark.parametrize("normalised", [False, True])
+def test_likelihood_is_the_models_log_probability_of_the_answer(tiny_engine, normalised):
+    engine, _ = tiny_engine
+    cfg = compose_config([*TINY, "reward=likelihood", f"reward.length_normalised={normalised}"])
+    groups = [("sort: 3 1 2", ["1 2 3", "3 2 1", "1 2 3"]), ("evens: 1 2 4", ["2 4", ""])]
+    result = score_groups(cfg, groups, _ctx(cfg, policy=lambda: engine))
+    for (prompt, responses), row in zip(groups, result):
+        for response, scored in zip(responses, row):
+            total, tokens = _by_hand(engine, prompt, response)
+            assert scored.score == pytest.approx(total / tokens if normalised else total, abs=1e-4)
+            assert scored.details == {"logprob": pytest.approx(total, abs=1e-4), "tokens": tokens}
+            assert scored.judgments == [] and scored.scores == []
+    # Copies share one scoring; an empty answer is scored too (the chance of stopping at once).
+    assert result[0][0] is result[0][2] and math.isfinite(result[1][1].score)
+
+
+def test_the_judgments_stage_writes_any_reward_through_the_interface(tmp_path):
+    cfg = compose_config([*TINY, "reward=self_consistency"])
+    write_jsonl(tmp_path / "candidates.jsonl", [{"prompt": "p", "responses": ["a", "b", "a"],
+                                                 "finished": [True, True, False]}])
+    info = loop.write_judgments(_ctx(cfg), cfg, out=tmp_path)
+    rows = read_jsonl(tmp_path / "judgments.jsonl")
+    assert [(r["response"], r["finished"], r["score"]) for r in rows] == [("a", True, 2 / 3), ("b", True, 1 / 3),
+                                                                           ("a", False, 2 / 3)]
+    assert all(r["judgments"] == [] and r["scores"] == [] for r in rows)
+    assert info["distinct_candidates"] == 2 and info["parse_failure_rate"] is None
+    assert info["mean_score"] == pytest.approx(0.5)
 
 
 class _Judge:

@@ -63,6 +63,18 @@ CONFIG_ROWS = [
     (["pairs.rho=-0.1"], "invalid config: pairs.rho=-0.1; allowed: a number in [0, 1]"),
     (["+reward.temperature=2"], "invalid config: reward.temperature is not a parameter of "
      "selfreward.rewards.self_judge.score; allowed: no parameters"),
+    (["reward=teacher"], "invalid config: reward.model is not set; selfreward.rewards.teacher.score needs it "
+     "(reward.model=...)"),
+    (["reward=teacher", "reward.model={inputs}/no_weights"], "invalid config: reward.model='{inputs}/no_weights': "
+     "the folder has no weights (model.safetensors or pytorch_model.bin)"),
+    (["reward=teacher", "reward.model={inputs}/model", "reward.template={inputs}/no_response.txt"], "invalid config: "
+     "reward.template='{inputs}/no_response.txt': the template has no {response} field; allowed: a template with "
+     "{prompt}, {response}"),
+    (["reward=constitution", "reward.principles=[]"], "invalid config: reward.principles=[]; allowed: a list of one "
+     "or more principles, each one non-empty line"),
+    (["reward=constitution", "reward.template=judge_additive"], "invalid config: reward.template='judge_additive': "
+     "the template has no {principles} field; allowed: a template with {principles}, {min_score}, {max_score}, "
+     "{prompt}, {response}"),
     (["reward=likelihood", "reward.length_normalised=maybe"], "invalid config: reward.length_normalised='maybe'; "
      "allowed: true or false"),
     (["reward=likelihood", "+reward.per_char=true"], "invalid config: reward.per_char is not a parameter of "
@@ -92,7 +104,8 @@ CONFIG_ROWS = [
      "allowed: reward=oracle needs data=builtin, the only world with a graded oracle"),
     # Templates: missing, without their fields, not UTF-8.
     (["judge.template={inputs}/none.txt"], "invalid config: judge.template='{inputs}/none.txt': template "
-     "'{inputs}/none.txt' is neither a built-in (judge_additive, judge_additive_small, judge_multiple_choice, "
+     "'{inputs}/none.txt' is neither a built-in (judge_additive, judge_additive_small, judge_constitution, "
+     "judge_multiple_choice, "
      "judge_pairwise, self_instruct, self_instruct_small) nor a file"),
     (["judge.template={inputs}/no_response.txt"], "invalid config: judge.template='{inputs}/no_response.txt': the "
      "template has no {response} field; allowed: a template with {prompt}, {response}"),

@@ -11,6 +11,9 @@ import selfreward.loop as loop
 from selfreward import chat
 from selfreward.data.builtin import build_base_model, build_tokenizer, write_base_model
 from selfreward.generation import load_engine
+from selfreward.judge import judge
+from selfreward.prompts import fill, load_template
+from selfreward.rewards.constitution import broken_principles, judge_template
 from selfreward.rewards import Context, Scored, per_distinct, score_groups
 from selfreward.rundir import read_jsonl, write_jsonl
 from conftest import TINY, compose_config
@@ -122,3 +125,42 @@ def test_the_self_judge_judges_each_distinct_candidate_once_with_the_judge_setti
     assert (a.score, a.scores, a.judgments) == (4.0, [4, 4], ["fine\nScore: 4"] * 2)
     assert (b.score, b.scores) == (None, [None, None]) and again is a
     assert a.details["n_parsed"] == 2 and b.details["n_failed"] == 2
+
+
+def test_a_teacher_model_judges_instead_of_the_policy(tiny_engine):
+    engine, folder = tiny_engine
+    # Expected-score judging: greedy, so the teacher's scores can be checked against the judge's.
+    cfg = compose_config([*TINY, "judge=expected", "reward=teacher", f"reward.model={folder}"])
+    loaded = []
+
+    def by_path(path):
+        loaded.append(path)
+        return engine
+
+    groups = [("sort: 3 1 2", ["1 2 3", "3 2 1", "1 2 3"])]
+    result = score_groups(cfg, groups, _ctx(cfg, engine=by_path))
+    assert loaded and set(loaded) == {folder}  # the teacher's folder, and the policy never asked
+    items = [("sort: 3 1 2", "1 2 3"), ("sort: 3 1 2", "3 2 1")]
+    direct = judge(engine, load_template(cfg.judge.template), items, cfg.judge, seed=0)
+    assert [s.score for s in result[0]] == [direct[0]["score"], direct[1]["score"], direct[0]["score"]]
+    assert result[0][0].judgments == direct[0]["judgments"] and 0 <= result[0][0].score <= 5
+
+
+def test_broken_principles_are_read_from_the_last_broken_line():
+    assert broken_principles("Broken: 2, 1\nScore: 3", 3) == [1, 2]
+    assert broken_principles("**Broken:** none\nScore: 5", 3) == []
+    assert broken_principles("Broken: 1\nBroken: 3.\nScore: 4", 3) == [3]
+    assert broken_principles("Broken: 4\nScore: 1", 3) is None  # there is no principle 4
+    assert broken_principles("Broken: all of them", 3) is None
+    assert broken_principles("Score: 5", 3) is None
+
+
+def test_the_constitution_is_numbered_into_the_judge_prompt_and_the_judge_scores_it():
+    cfg = compose_config([*TINY, "judge.repeats=1", "reward=constitution", "reward.principles=[Be right.,Be short.]"])
+    template = judge_template(["Be right.", "Be short."], "judge_constitution", 0, 5)
+    assert "\n1. Be right.\n2. Be short.\n" in template and "from 0 (breaks them all) to 5 (breaks none)" in template
+    good, bad = (fill(template, prompt="p", response=r) for r in ("a", "b"))
+    engine = _Judge({good: "Broken: none\nScore: 5", bad: "Broken: 1, 2\nScore: 1"})
+    result = score_groups(cfg, [("p", ["a", "b"])], _ctx(cfg, policy=lambda: engine))
+    assert engine.asked == [good, bad]
+    assert [(s.score, s.details["broken"]) for s in result[0]] == [(5.0, [[]]), (1.0, [[1, 2]])]

@@ -79,6 +79,7 @@ CONFIG_ROWS = [
      "allowed: true or false"),
     (["reward=likelihood", "+reward.per_char=true"], "invalid config: reward.per_char is not a parameter of "
      "selfreward.rewards.likelihood.score; allowed: length_normalised"),
+    (["reward=reward_model", "reward.epochs=0"], "invalid config: reward.epochs=0; allowed: a number > 0"),
     (["reward._target_=selfreward.rewards.nowhere.score"], "invalid config: "
      "reward._target_='selfreward.rewards.nowhere.score'; allowed: the dotted path of a reward function such as "
      "selfreward.rewards.self_judge.score (conf/reward/)"),

@@ -14,6 +14,7 @@ from selfreward.generation import load_engine
 from selfreward.judge import judge
 from selfreward.prompts import fill, load_template
 from selfreward.rewards.constitution import broken_principles, judge_template
+from selfreward.rewards.reward_model import preference_pairs
 from selfreward.rewards import Context, Scored, per_distinct, score_groups
 from selfreward.rundir import read_jsonl, write_jsonl
 from conftest import TINY, compose_config
@@ -164,3 +165,51 @@ def test_the_constitution_is_numbered_into_the_judge_prompt_and_the_judge_scores
     result = score_groups(cfg, [("p", ["a", "b"])], _ctx(cfg, policy=lambda: engine))
     assert engine.asked == [good, bad]
     assert [(s.score, s.details["broken"]) for s in result[0]] == [(5.0, [[]]), (1.0, [[1, 2]])]
+
+
+def test_preference_pairs_from_seed_judgments_by_hand():
+    eft = [{"prompt": "p", "response": "a", "judgment": "Score: 5"},
+           {"prompt": "p", "response": "b", "judgment": "Score: 2"},
+           {"prompt": "p", "response": "c", "judgment": "Score: 2"},  # ties b: no pair b-c
+           {"prompt": "p", "response": "d", "judgment": "garbled"},  # no score: left out
+           {"prompt": "q", "response": "x", "judgment": "Score: 1"}]  # one answer: no pair
+    assert preference_pairs(eft, 0, 5) == [{"prompt": "p", "chosen": "a", "rejected": "b"},
+                                           {"prompt": "p", "chosen": "a", "rejected": "c"}]
+
+
+def test_the_reward_model_is_trained_once_with_trl_and_scores_with_its_head(tiny_engine, tmp_path, monkeypatch):
+    _, folder = tiny_engine
+    import shutil
+
+    from transformers import AutoModelForSequenceClassification
+
+    from selfreward.data import SeedData
+    from selfreward.rewards import reward_model
+
+    shutil.copytree(folder, tmp_path / "m1" / "model")
+    eft = [{"prompt": "sort: 3 1 2", "response": "1 2 3", "judgment": "Score: 5"},
+           {"prompt": "sort: 3 1 2", "response": "3 2 1", "judgment": "Score: 1"},
+           {"prompt": "evens: 1 2 4", "response": "2 4", "judgment": "Score: 5"},
+           {"prompt": "evens: 1 2 4", "response": "1", "judgment": "Score: 0"}]
+    cfg = compose_config([*TINY, "reward=reward_model", "reward.learning_rate=3e-3", "reward.epochs=30",
+                          "reward.batch_size=2", "training.logging_steps=1"])
+    ctx = Context(cfg, 0, oracle=None, data=SeedData([], eft, [], []), run_dir=tmp_path)
+    groups = [("sort: 3 1 2", ["1 2 3", "3 2 1"]), ("evens: 1 2 4", ["2 4", "1", "2 4"])]
+    result = score_groups(cfg, groups, ctx)
+    info = read_jsonl(tmp_path / "m1" / "reward_model_log.jsonl")
+    assert (tmp_path / "m1" / "reward_model.done").is_file() and info[-1]["train_loss"] is not None
+    # The head fits the two training pairs: chosen above rejected for both.
+    assert result[0][0].score > result[0][1].score and result[1][0].score > result[1][1].score
+    assert result[1][2] is result[1][0]
+    # The score is the saved head's output on the chat-formatted (prompt, answer), by hand.
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "m1" / "reward_model").eval()
+    tokenizer = tiny_engine[0].tokenizer
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "sort: 3 1 2"},
+                                         {"role": "assistant", "content": "3 2 1"}], tokenize=True,
+                                        return_dict=True)["input_ids"]
+    with torch.no_grad():
+        assert result[0][1].score == pytest.approx(model(input_ids=torch.tensor([ids])).logits[0, 0].item(), abs=1e-5)
+    # Trained once: a later iteration reads the stage's model.
+    monkeypatch.setattr(reward_model, "train", lambda *a, **k: pytest.fail("trained again"))
+    again = score_groups(cfg, groups, ctx)
+    assert [s.score for s in again[0]] == [s.score for s in result[0]]

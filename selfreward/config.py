@@ -467,21 +467,12 @@ def _check_rules(cfg) -> None:
 def _check_files(cfg) -> None:
     """The files the config names: templates with their fields, local models (the data folder is
     the data source's: :func:`selfreward.data.check_source`)."""
-    from selfreward.prompts import load_template
-
     for key, fields in TEMPLATE_FIELDS.items():
         if key == "judge.pairwise_template" and not cfg.evaluation.position_bias:
             continue  # read only by the position-bias measurement (and by scripts, which check it)
         name = cfg.judge.template if key == "judge.template" else (
             cfg.judge.pairwise_template if key == "judge.pairwise_template" else cfg.prompts.template)
-        try:
-            text = load_template(name)
-        except SelfRewardError as e:
-            raise ConfigError(f"invalid config: {key}={name!r}: {e}") from None
-        missing = [f for f in fields if "{" + f + "}" not in text]
-        if missing:
-            raise ConfigError(f"invalid config: {key}={name!r}: the template has no {{{missing[0]}}} field; "
-                              f"allowed: a template with {', '.join('{' + f + '}' for f in fields)}")
+        check_template(key, name, fields)
     if cfg.model.name_or_path != "builtin":
         from selfreward.models import check_training
 
@@ -492,6 +483,21 @@ def _check_files(cfg) -> None:
             check_tokenizer("model.tokenizer", cfg.model.tokenizer, cfg.model.trust_remote_code)
     if cfg.prompts.writer != "current":
         check_model_folder("prompts.writer", cfg.prompts.writer, cfg.model.trust_remote_code)
+
+
+def check_template(key: str, name: str, fields: tuple[str, ...]) -> None:
+    """The template ``name`` (built-in or a file) loads and holds every ``{field}``; a
+    :class:`ConfigError` naming ``key`` otherwise."""
+    from selfreward.prompts import load_template
+
+    try:
+        text = load_template(name)
+    except SelfRewardError as e:
+        raise ConfigError(f"invalid config: {key}={name!r}: {e}") from None
+    missing = [f for f in fields if "{" + f + "}" not in text]
+    if missing:
+        raise ConfigError(f"invalid config: {key}={name!r}: the template has no {{{missing[0]}}} field; "
+                          f"allowed: a template with {', '.join('{' + f + '}' for f in fields)}")
 
 
 def _is_local(path: str) -> bool:

@@ -56,21 +56,13 @@ def score(groups: list[Group], ctx: Context, principles: list[str], model: str |
 def check(cfg) -> None:
     """At least one principle, each a non-empty line; the template has its five fields; the
     judge's model folder (if any) holds a model."""
-    from selfreward.config import ConfigError, check_model_folder
+    from selfreward.config import ConfigError, check_model_folder, check_template
 
     principles = cfg.reward.principles
     if not principles or not all(isinstance(p, str) and p.strip() and "\n" not in p for p in principles):
         raise ConfigError(f"invalid config: reward.principles={list(principles or [])!r}; allowed: a list of "
                           f"one or more principles, each one non-empty line")
-    try:
-        text = load_template(cfg.reward.template)
-    except Exception as e:  # noqa: BLE001 - SelfRewardError: missing or unreadable
-        raise ConfigError(f"invalid config: reward.template={cfg.reward.template!r}: {e}") from None
-    fields = ("principles", "min_score", "max_score", "prompt", "response")
-    missing = [f for f in fields if "{" + f + "}" not in text]
-    if missing:
-        raise ConfigError(f"invalid config: reward.template={cfg.reward.template!r}: the template has no "
-                          f"{{{missing[0]}}} field; allowed: a template with "
-                          f"{', '.join('{' + f + '}' for f in fields)}")
+    check_template("reward.template", cfg.reward.template,
+                   ("principles", "min_score", "max_score", "prompt", "response"))
     if cfg.reward.model:
         check_model_folder("reward.model", cfg.reward.model, cfg.model.trust_remote_code)

@@ -19,16 +19,8 @@ def score(groups: list[Group], ctx: Context, model: str, template: str | None = 
 
 def check(cfg) -> None:
     """The teacher's folder holds a model and a tokenizer; its template has the two fields."""
-    from selfreward.config import ConfigError, check_model_folder
+    from selfreward.config import check_model_folder, check_template
 
     check_model_folder("reward.model", cfg.reward.model, cfg.model.trust_remote_code)
-    name = cfg.reward.get("template")
-    if name is not None:
-        try:
-            text = load_template(name)
-        except Exception as e:  # noqa: BLE001 - SelfRewardError: missing or unreadable
-            raise ConfigError(f"invalid config: reward.template={name!r}: {e}") from None
-        missing = [f for f in ("prompt", "response") if "{" + f + "}" not in text]
-        if missing:
-            raise ConfigError(f"invalid config: reward.template={name!r}: the template has no {{{missing[0]}}} "
-                              f"field; allowed: a template with {{prompt}}, {{response}}")
+    if cfg.reward.get("template") is not None:
+        check_template("reward.template", cfg.reward.template, ("prompt", "response"))

@@ -25,7 +25,8 @@ def head_to_head(scores_a: list[float], scores_b: list[float]) -> dict:
     return metrics.win_rate(outcomes)
 
 
-def self_judge_quality(pairs: list[dict], judged: list[dict], score: Callable[[str, str], float | None]) -> dict:
+def self_judge_quality(pairs: list[dict], judged: list[dict], score: Callable[[str, str], float | None],
+                       correct: Callable[[str, str], bool] | None = None) -> dict:
     """How well the loop's own judge ordered the loop's own candidates, measured by an oracle's
     graded ``score`` after the fact (the loop never sees these numbers).
 
@@ -33,23 +34,33 @@ def self_judge_quality(pairs: list[dict], judged: list[dict], score: Callable[[s
     score than the rejected one; ``self_judge/pair_tie_rate``: share with equal oracle scores (the
     rest point the wrong way). ``self_judge/oracle_spearman``: Spearman correlation between the
     judge's and the oracle's scores over the distinct scored candidates of the iteration, pooled.
-    Prompts the oracle cannot grade (self-instructed prompts that are not valid tasks) are left
-    out of all three.
+    With ``correct``: ``self_judge/chosen_correct_rate`` and ``self_judge/rejected_correct_rate``,
+    the share of pairs whose chosen (rejected) answer is right. A pair can point the right way with
+    both answers wrong, and DPO's NLL term then trains on a wrong chosen answer; the chosen rate is
+    what that term learns from. Prompts the oracle cannot grade (self-instructed prompts that are
+    not valid tasks) are left out of all of these.
     """
-    outcomes = [(score(p["prompt"], p["chosen"]), score(p["prompt"], p["rejected"])) for p in pairs]
-    outcomes = [(c, r) for c, r in outcomes if c is not None and r is not None]
+    gradeable = [p for p in pairs
+                 if score(p["prompt"], p["chosen"]) is not None and score(p["prompt"], p["rejected"]) is not None]
+    outcomes = [(score(p["prompt"], p["chosen"]), score(p["prompt"], p["rejected"])) for p in gradeable]
     distinct = {(r["prompt"], r["response"]): r["score"] for r in judged if r["score"] is not None}
     graded = [(s, score(prompt, response)) for (prompt, response), s in distinct.items()]
     graded = [(s, o) for s, o in graded if o is not None]
     judge_scores, oracle_scores = [s for s, _ in graded], [o for _, o in graded]
     n = len(outcomes)
-    return {
+    quality = {
         "self_judge/pair_accuracy": sum(c > r for c, r in outcomes) / n if n else None,
         "self_judge/pair_tie_rate": sum(c == r for c, r in outcomes) / n if n else None,
         # One group pooling every candidate: the judge's scores across prompts, not within each.
         "self_judge/oracle_spearman": metrics.spearman([{"gold": oracle_scores, "pred": judge_scores}])
         if len(judge_scores) > 1 else None,
     }
+    if correct is not None:
+        quality["self_judge/chosen_correct_rate"] = (
+            sum(correct(p["prompt"], p["chosen"]) for p in gradeable) / n if n else None)
+        quality["self_judge/rejected_correct_rate"] = (
+            sum(correct(p["prompt"], p["rejected"]) for p in gradeable) / n if n else None)
+    return quality
 
 
 def judged_head_to_head(engine: Engine, template: str, prompts: list[str], answers_a: list[str],

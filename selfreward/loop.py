@@ -248,7 +248,7 @@ def write_pairs(cfg, *, seed: int, out: Path, model: int, oracle: Oracle | None 
     lengths = [(len(p["chosen"]), len(p["rejected"])) for p in pairs]
     # Where an oracle grades answers, how right the judge was on these very pairs (measured
     # after the pairs are made; nothing above reads it).
-    quality = self_judge_quality(pairs, judged, oracle.score) if oracle and oracle.score else {}
+    quality = self_judge_quality(pairs, judged, oracle.score, oracle.correct) if oracle and oracle.score else {}
     return {
         **stats.as_dict(),
         **quality,

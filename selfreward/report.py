@@ -43,6 +43,7 @@ KEY_METRICS = (
     "pairs/tie_rate",
     "self_judge/pair_accuracy",
     "self_judge/pair_tie_rate",
+    "self_judge/chosen_correct_rate",
     "self_judge/oracle_spearman",
 )
 PLOTS = ("judge_metrics.png", "policy_accuracy.png", "score_distribution.png", "pair_lengths.png", "tie_rate.png")

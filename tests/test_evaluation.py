@@ -110,7 +110,7 @@ def test_judged_head_to_head_in_both_orders():
 
 def test_self_judge_quality_by_hand():
     from selfreward.evaluation import self_judge_quality
-    from selfreward.data.builtin import oracle_score
+    from selfreward.data.builtin import is_correct, oracle_score
 
     # Oracle scores: "1 2 3" 5; "1 3 2" 3 (digits, length, items); "1 2 2" 3 (digits, length, order);
     # "9" 2 (digits, order: one digit is ascending); "x" 0.
@@ -129,8 +129,12 @@ def test_self_judge_quality_by_hand():
         {"prompt": "draw: a cat", "response": "1", "score": 2.0},      # not gradeable: left out
     ]
     assert [oracle_score("sort: 3 1 2", r) for r in ("1 2 3", "1 3 2", "1 2 2", "9", "x")] == [5, 3, 3, 2, 0]
-    q = self_judge_quality(pairs, judged, oracle_score)
+    q = self_judge_quality(pairs, judged, oracle_score, is_correct)
     assert q["self_judge/pair_accuracy"] == pytest.approx(1 / 3)
+    # Right answers: chosen "1 2 3" only (1 of 3); rejected "1 2 3" only (1 of 3).
+    assert q["self_judge/chosen_correct_rate"] == pytest.approx(1 / 3)
+    assert q["self_judge/rejected_correct_rate"] == pytest.approx(1 / 3)
+    assert "self_judge/chosen_correct_rate" not in self_judge_quality(pairs, judged, oracle_score)
     assert q["self_judge/pair_tie_rate"] == pytest.approx(1 / 3)
     # judge (4, 3, 5) vs oracle (5, 3, 2): ranks (2, 1, 3) vs (3, 2, 1) -> rho = 1 - 6*(1+1+4)/(3*8) = -0.5
     assert q["self_judge/oracle_spearman"] == pytest.approx(-0.5)

@@ -116,3 +116,20 @@ def test_the_schema_is_the_one_source_of_defaults():
     differ = {k: (schema[k], default[k]) for k in schema
               if schema[k] != default[k] and not str(default[k]).startswith("${")}
     assert differ == {}
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "reward").glob("*.yaml")))
+def test_every_reward_file_validates_or_names_what_it_needs(option):
+    cfg = _compose([f"reward={option}"])
+    if option == "teacher":  # a teacher model has no default: the user names one
+        with pytest.raises(SelfRewardError, match=r"reward.model is not set"):
+            validate(cfg)
+    else:
+        validate(cfg)
+    assert cfg.reward._target_ == f"selfreward.rewards.{option}.score"
+
+
+def test_the_oracle_controls_score_with_the_oracle_reward():
+    for experiment in ("oracle_reward", "rft_oracle"):
+        assert _compose([f"experiment={experiment}"]).reward._target_ == "selfreward.rewards.oracle.score"
+    assert _compose().reward._target_ == "selfreward.rewards.self_judge.score"

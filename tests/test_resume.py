@@ -83,3 +83,26 @@ def test_a_run_saved_before_the_reward_interface_resumes(tiny_config, tmp_path):
         with pytest.raises(SelfRewardError, match=rf"reward._target_: 'selfreward.rewards.{reward}.score' -> "
                                                   rf"'selfreward.rewards.{other}.score'"):
             loop.check_config(tiny_config(f"reward={other}"), folder)
+
+
+def test_a_run_stopped_after_the_reward_model_stage_resumes_to_the_same_judgments(tiny_config, tmp_path, monkeypatch):
+    from selfreward.rewards import reward_model
+
+    cfg = tiny_config("reward=reward_model", "reward.epochs=1")
+    straight = tmp_path / "straight"
+    loop.run(cfg, straight)
+
+    # Crash right after m1/reward_model is trained, before the candidates are scored.
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed while scoring")
+
+    broken = tmp_path / "broken"
+    monkeypatch.setattr(reward_model, "rewards", crash)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(cfg, broken)
+    assert (broken / "m1" / "reward_model.done").is_file() and not (broken / "m2" / "judgments.done").exists()
+    monkeypatch.undo()
+    monkeypatch.setattr(reward_model, "train", lambda *a, **k: pytest.fail("the reward model was trained again"))
+    loop.run(cfg, broken)
+    for name in ("judgments.jsonl", "pairs.jsonl"):
+        assert (broken / "m2" / name).read_bytes() == (straight / "m2" / name).read_bytes(), name

@@ -80,6 +80,9 @@ CONFIG_ROWS = [
     (["reward=likelihood", "+reward.per_char=true"], "invalid config: reward.per_char is not a parameter of "
      "selfreward.rewards.likelihood.score; allowed: length_normalised"),
     (["reward=reward_model", "reward.epochs=0"], "invalid config: reward.epochs=0; allowed: a number > 0"),
+    (["reward=likelihood", "training.objective=rft"], "invalid config: training.objective=rft with reward=likelihood; "
+     "allowed: rft keeps candidates at judge.max_score, so it needs a reward on the judge's scale (self_judge, oracle, "
+     "teacher, constitution)"),
     (["reward._target_=selfreward.rewards.nowhere.score"], "invalid config: "
      "reward._target_='selfreward.rewards.nowhere.score'; allowed: the dotted path of a reward function such as "
      "selfreward.rewards.self_judge.score (conf/reward/)"),

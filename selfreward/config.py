@@ -220,6 +220,17 @@ class EvaluationConfig:
 
 
 @dataclass
+class RewardShapingConfig:
+    """InfAlign's CTRL (Balashankar et al. 2024) around any reward source: each candidate's reward
+    becomes its quantile among ``k`` samples of M_t for the same prompt (scored by the same reward),
+    then ``sign(t) * exp(t * quantile)``; t > 0 aims at Best-of-N decoding, t < 0 at Worst-of-N."""
+
+    method: str = "none"  # none: the reward as it is; ctrl: calibrate and transform
+    k: int = 16  # reference samples of M_t per prompt (generation settings)
+    t: float = 1.0  # the transform's temperature: > 0 for Best-of-N, < 0 for Worst-of-N
+
+
+@dataclass
 class LoggerConfig:
     backend: str = "none"  # none | wandb; metrics.jsonl is always written
     project: str = "selfreward"
@@ -243,6 +254,7 @@ class Config:
     # Where the candidates' scores come from: a function named by Hydra's _target_ and its
     # parameters (conf/reward/, selfreward/rewards/). The default is the method: M_t judges itself.
     reward: dict[str, Any] = field(default_factory=lambda: {"_target_": "selfreward.rewards.self_judge.score"})
+    reward_shaping: RewardShapingConfig = field(default_factory=RewardShapingConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
@@ -276,6 +288,7 @@ CHOICES = {
     "data.source": tuple(SOURCES),
     "generation.backend": ("hf",),
     "judge.mode": ("sample", "expected"),
+    "reward_shaping.method": ("none", "ctrl"),
     "pairs.method": ("best_worst", "all_pairs", "length_control", "random"),
     "training.objective": ("dpo", "sft_best", "rft"),
     "training.dpo.reference": ("previous", "sft"),
@@ -356,6 +369,8 @@ RANGES = {
     "judge.temperature": _TEMPERATURE,
     "judge.top_p": _TOP_P,
     "judge.max_new_tokens": _int_at_least(1),
+    "reward_shaping.k": _int_at_least(1),
+    "reward_shaping.t": _rule(lambda v: v != 0, "a nonzero number (> 0 for Best-of-N, < 0 for Worst-of-N)"),
     "pairs.min_margin": _NOT_NEGATIVE,
     "pairs.rho": _rule(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     **_trainer_ranges("training.sft"),
@@ -462,6 +477,10 @@ def _check_rules(cfg) -> None:
     # other scales (log-probabilities, vote shares, a reward model's logits), so none would be kept.
     target = str(OmegaConf.select(cfg, "reward._target_", default=""))
     other_scale = [n for n in ("likelihood", "self_consistency", "reward_model") if target == f"selfreward.rewards.{n}.score"]
+    if cfg.training.objective == "rft" and cfg.reward_shaping.method != "none":
+        raise ConfigError(f"invalid config: training.objective=rft with reward_shaping.method="
+                          f"{cfg.reward_shaping.method}; allowed: rft keeps candidates at judge.max_score, so it needs "
+                          f"the reward unshaped (reward_shaping=none)")
     if cfg.training.objective == "rft" and other_scale:
         raise ConfigError(f"invalid config: training.objective=rft with reward={other_scale[0]}; allowed: rft keeps "
                           f"candidates at judge.max_score, so it needs a reward on the judge's scale (self_judge, "

@@ -47,6 +47,7 @@ from selfreward.evaluation import (
 from selfreward.generation import Engine, Sampling, check_model_path, finished, load_engine
 from selfreward.judge import judge, judge_message
 from selfreward.pairs import build_pairs
+from selfreward.reward_shaping import shape
 from selfreward.rewards import Context, as_row, score_groups
 from selfreward.prompts import filter_prompts, load_template, sample_shots, self_instruct_prompt
 from selfreward.rundir import (
@@ -89,7 +90,7 @@ def check_config(cfg, run_dir: Path, *, write: bool = True) -> None:
                           f"pick another hydra.run.dir") from None
     changes = [
         f"{key}: {old!r} -> {new!r}"
-        for key, old, new in _diff(_upgrade(saved), current)
+        for key, old, new in _diff(_with_new_defaults(_upgrade(saved)), current)
         if key.split(".")[0] not in RESUMABLE_KEYS
     ]
     if changes:
@@ -111,6 +112,17 @@ def _upgrade(saved):
     saved["reward"] = {"_target_": f"selfreward.rewards.{name}.score"}
     saved["pairs"] = {**saved.get("pairs", {}), "rho": saved.get("pairs", {}).get("rho", 0.0)}
     return saved
+
+
+def _with_new_defaults(saved):
+    """A config saved before reward shaping, with its keys at their defaults (which change
+    nothing), so that those runs resume."""
+    if not isinstance(saved, dict):
+        return saved
+    from selfreward.config import Config
+
+    defaults = OmegaConf.to_container(OmegaConf.structured(Config))
+    return {**saved, "reward_shaping": saved.get("reward_shaping", defaults["reward_shaping"])}
 
 
 def _diff(old, new, prefix: str = ""):
@@ -191,10 +203,13 @@ def write_candidates(engine: Engine, cfg, *, seed: int, out: Path) -> dict:
 
 def write_judgments(ctx: Context, cfg, *, out: Path) -> dict:
     """Every candidate scored by the configured reward (``cfg.reward``; the method's default: M_t
-    judges itself), one row per candidate in ``judgments.jsonl``."""
+    judges itself), shaped by ``cfg.reward_shaping`` (CTRL: the reference samples go to
+    ``reference.jsonl``), one row per candidate in ``judgments.jsonl``."""
     candidates = read_jsonl(out / "candidates.jsonl")
     groups = [(c["prompt"], c["responses"]) for c in candidates]
-    scored = score_groups(cfg, groups, ctx)
+    scored, reference = shape(cfg, groups, score_groups(cfg, groups, ctx), ctx)
+    if reference:
+        write_jsonl(out / "reference.jsonl", reference)
     rows = [as_row(c["prompt"], r, done, s)
             for c, row in zip(candidates, scored)
             for r, done, s in zip(c["responses"], c.get("finished") or [True] * len(c["responses"]), row)]
@@ -204,7 +219,9 @@ def write_judgments(ctx: Context, cfg, *, out: Path) -> dict:
     judgments = [x for s in distinct.values() for x in s.scores]  # the judgments actually made
     parsed = [x for x in judgments if x is not None]
     cut = [not d for s in distinct.values() for d in s.details.get("judgment_finished", [])]
-    values = [s.score for s in distinct.values() if s.score is not None]
+    # The source's own scores (before any shaping), so that runs with and without shaping compare.
+    raw = [s.details.get("raw_score", s.score) for s in distinct.values()]
+    values = [v for v in raw if v is not None]
     return {
         "truncation_rate": sum(cut) / len(cut) if cut else 0.0,
         "distinct_candidates": len(distinct),

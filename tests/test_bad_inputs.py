@@ -83,6 +83,13 @@ CONFIG_ROWS = [
     (["reward=likelihood", "training.objective=rft"], "invalid config: training.objective=rft with reward=likelihood; "
      "allowed: rft keeps candidates at judge.max_score, so it needs a reward on the judge's scale (self_judge, oracle, "
      "teacher, constitution)"),
+    (["reward_shaping=ctrl", "reward_shaping.k=0"], "invalid config: reward_shaping.k=0; allowed: an integer >= 1"),
+    (["reward_shaping=ctrl", "reward_shaping.t=0"], "invalid config: reward_shaping.t=0.0; allowed: a nonzero number "
+     "(> 0 for Best-of-N, < 0 for Worst-of-N)"),
+    (["reward_shaping.method=ctlr"], "invalid config: reward_shaping.method='ctlr'; allowed: one of none, ctrl"),
+    (["reward_shaping=ctrl", "training.objective=rft"], "invalid config: training.objective=rft with "
+     "reward_shaping.method=ctrl; allowed: rft keeps candidates at judge.max_score, so it needs the reward unshaped "
+     "(reward_shaping=none)"),
     (["reward._target_=selfreward.rewards.nowhere.score"], "invalid config: "
      "reward._target_='selfreward.rewards.nowhere.score'; allowed: the dotted path of a reward function such as "
      "selfreward.rewards.self_judge.score (conf/reward/)"),

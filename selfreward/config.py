@@ -217,6 +217,11 @@ class EvaluationConfig:
     position_bias: bool = False
     pairwise_pairs: int = 200
     pairwise_max_new_tokens: int = 128
+    # Best-of-N and Worst-of-N by the configured reward (off by default: it samples
+    # max(best_of_n_sizes) answers per held-out prompt and scores them all). The oracle accuracy of
+    # the answer picked is bon/<reward>/oracle_accuracy@N and won/<reward>/oracle_accuracy@N.
+    best_of_n: bool = False
+    best_of_n_sizes: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
 
 
 @dataclass
@@ -458,6 +463,9 @@ def _check_rules(cfg) -> None:
     if cfg.prompts.min_chars > cfg.prompts.max_chars:
         raise ConfigError(f"invalid config: prompts.min_chars={cfg.prompts.min_chars}, prompts.max_chars="
                           f"{cfg.prompts.max_chars}; allowed: min_chars <= max_chars")
+    sizes = list(cfg.evaluation.best_of_n_sizes)
+    if not sizes or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
+        raise _fail("evaluation.best_of_n_sizes", sizes, "a non-empty list of integers >= 1")
     schedulers = [s.value for s in SchedulerType]
     for key in ("training.sft", "training.dpo", "training.sft_best", "training.rft"):
         value = OmegaConf.select(cfg, f"{key}.lr_scheduler_type")

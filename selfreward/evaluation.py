@@ -8,6 +8,7 @@ notebooks can look at individual cases.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from selfreward.generation import Engine, Sampling
 from selfreward.judge import judge, pairwise_verdicts
 from selfreward.prompts import load_template
 from selfreward.rundir import write_jsonl
+
 
 def head_to_head(scores_a: list[float], scores_b: list[float]) -> dict:
     """Win/tie/loss of A against B, prompt by prompt (ties count half in ``win_rate``)."""
@@ -165,4 +167,76 @@ def evaluate_policy(engine: Engine, data: SeedData, cfg, oracle: Oracle | None, 
             result["policy/oracle_score_sampled"] = statistics.fmean(r["sampled_score"] for r in rows)
     else:
         result["policy/oracle_accuracy"] = result["policy/oracle_accuracy_sampled"] = None
+    return result
+
+
+def selection_accuracy(scores: list[float | None], correct: list[float], n: int, *, worst: bool = False) -> float:
+    """The expected correctness of the answer that Best-of-``n`` (Worst-of-``n`` with ``worst``)
+    picks from ``n`` of these ``m`` samples, averaged over all ``C(m, n)`` subsets: the unbiased
+    estimator from one set of samples, computed without listing the subsets.
+
+    With the samples in increasing order of score (decreasing for ``worst``), the one at 0-based
+    place ``i`` is picked by a subset whose best it is: ``C(i, n - 1)`` of the ``C(m, n)``
+    subsets. Ties are broken at random, which is the same as giving every sample of a tied group
+    the group's mean correctness. An unscored sample (``None``) is picked only by a subset with
+    no scored sample. Written here because no library we use estimates Best-of-N from a sample pool.
+    """
+    m = len(scores)
+    if not 1 <= n <= m:
+        raise ValueError(f"Best-of-{n} needs 1 <= n <= {m} samples")
+    sign = -1.0 if worst else 1.0
+    keys = [-math.inf if s is None else sign * s for s in scores]
+    order = sorted(range(m), key=lambda i: keys[i])
+    value = [0.0] * m
+    start = 0
+    while start < m:  # tied groups: each member gets the group's mean correctness
+        end = start
+        while end < m and keys[order[end]] == keys[order[start]]:
+            end += 1
+        mean = statistics.fmean(correct[order[j]] for j in range(start, end))
+        for j in range(start, end):
+            value[j] = mean
+        start = end
+    return sum(math.comb(i, n - 1) * value[i] for i in range(m)) / math.comb(m, n)
+
+
+def reward_name(cfg) -> str:
+    """The reward's short name in metric keys: the module of ``reward._target_`` (``likelihood``)."""
+    parts = str(cfg.reward._target_).split(".")
+    return parts[-2] if len(parts) > 1 else parts[-1]
+
+
+def evaluate_best_of_n(engine: Engine, data: SeedData, cfg, oracle: Oracle | None, ctx, *, seed: int,
+                       out_dir: Path) -> dict:
+    """Best-of-N and Worst-of-N by the configured reward (unshaped), graded by the oracle.
+
+    ``max(evaluation.best_of_n_sizes)`` answers per held-out prompt are sampled once (the
+    evaluation's sampling settings) and scored once by the reward (``ctx`` is its
+    :class:`selfreward.rewards.Context`); every N is computed from that pool with
+    :func:`selection_accuracy`. Keys: ``bon/<reward>/oracle_accuracy@N`` and
+    ``won/<reward>/oracle_accuracy@N``, the mean over prompts (None without an oracle). The
+    samples, scores and oracle verdicts go to ``eval_best_of_n.jsonl``.
+    """
+    from selfreward.rewards import score_groups
+
+    e = cfg.evaluation
+    sizes = sorted(set(e.best_of_n_sizes))
+    prompts = [r["prompt"] for r in data.eval_prompts]
+    samples = engine.generate(prompts, Sampling(e.sampled_temperature, e.top_p, e.max_new_tokens), n=max(sizes),
+                              seed=seed, desc="eval best-of-n")
+    scored = score_groups(cfg, [(p, list(o)) for p, o in zip(prompts, samples)], ctx)
+    rows = []
+    for p, o, row in zip(prompts, samples, scored):
+        record = {"prompt": p, "responses": list(o), "scores": [s.score for s in row]}
+        if oracle is not None:
+            record["correct"] = [oracle.correct(p, r) for r in o]
+        rows.append(record)
+    write_jsonl(out_dir / "eval_best_of_n.jsonl", rows)
+    name = reward_name(cfg)
+    result = {}
+    for n in sizes:
+        for kind, worst in (("bon", False), ("won", True)):
+            result[f"{kind}/{name}/oracle_accuracy@{n}"] = statistics.fmean(
+                selection_accuracy(r["scores"], [float(c) for c in r["correct"]], n, worst=worst) for r in rows
+            ) if oracle is not None else None
     return result

@@ -38,6 +38,7 @@ from selfreward.data import (
     prepare_data,
 )
 from selfreward.evaluation import (
+    evaluate_best_of_n,
     evaluate_judge,
     evaluate_policy,
     evaluate_position_bias,
@@ -115,14 +116,16 @@ def _upgrade(saved):
 
 
 def _with_new_defaults(saved):
-    """A config saved before reward shaping, with its keys at their defaults (which change
-    nothing), so that those runs resume."""
+    """A config saved before reward shaping and the Best-of-N evaluation, with those keys at their
+    defaults (which change nothing), so that those runs resume."""
     if not isinstance(saved, dict):
         return saved
     from selfreward.config import Config
 
     defaults = OmegaConf.to_container(OmegaConf.structured(Config))
-    return {**saved, "reward_shaping": saved.get("reward_shaping", defaults["reward_shaping"])}
+    evaluation = {k: defaults["evaluation"][k] for k in ("best_of_n", "best_of_n_sizes")}
+    return {**saved, "reward_shaping": saved.get("reward_shaping", defaults["reward_shaping"]),
+            "evaluation": {**evaluation, **(saved.get("evaluation") or {})}}
 
 
 def _diff(old, new, prefix: str = ""):
@@ -469,6 +472,10 @@ def _measure(model: int, folder: Path, models: _Models, data: SeedData, cfg, ora
         if cfg.evaluation.position_bias:
             result.update(evaluate_position_bias(engine, data, cfg, seed=seed + 2, out_dir=folder))
         result.update(evaluate_policy(engine, data, cfg, oracle, seed=seed + 1, out_dir=folder))
+        if cfg.evaluation.best_of_n:  # last: a reward with a model of its own may swap M_t out
+            ctx = Context(cfg, seed + 3, policy=lambda: models.get(path), engine=models.get, oracle=oracle,
+                          data=data, run_dir=folder.parent)
+            result.update(evaluate_best_of_n(engine, data, cfg, oracle, ctx, seed=seed + 4, out_dir=folder))
         write_json(folder / "eval.json", result)
         return {}
 

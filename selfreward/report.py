@@ -13,13 +13,14 @@ Writes into ``--out``:
 * ``results.md``: a table per experiment (rows M1, M2, ...; the key metrics as columns), a
   comparison of the experiments' last models, and the run directories used;
 * ``judge_metrics.png``, ``policy_accuracy.png``, ``score_distribution.png``,
-  ``pair_lengths.png``, ``tie_rate.png``.
+  ``pair_lengths.png``, ``tie_rate.png``, ``best_of_n.png`` (runs with ``evaluation.best_of_n``).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
@@ -46,7 +47,10 @@ KEY_METRICS = (
     "self_judge/chosen_correct_rate",
     "self_judge/oracle_spearman",
 )
-PLOTS = ("judge_metrics.png", "policy_accuracy.png", "score_distribution.png", "pair_lengths.png", "tie_rate.png")
+PLOTS = ("judge_metrics.png", "policy_accuracy.png", "score_distribution.png", "pair_lengths.png", "tie_rate.png",
+         "best_of_n.png")
+# The Best-of-N / Worst-of-N family of metrics.jsonl: bon/<reward>/oracle_accuracy@<N>.
+SELECTION_KEY = re.compile(r"^(bon|won)/(.+)/oracle_accuracy@(\d+)$")
 MISSING = "—"
 
 
@@ -356,7 +360,45 @@ def write_plots(runs: Sequence[Run], out: Path) -> list[Path]:
     _errorbar_lines(ax, aggregated, "pairs/tie_rate")
     _finish(ax, "tie rate of the iteration that made M_t", "share of prompts tied")
     save(fig, "tie_rate.png")
+
+    fig, (ax,) = figure(1, 1, (7, 4.5))
+    _selection_curves(ax, aggregated)
+    save(fig, "best_of_n.png")
     return paths
+
+
+def selection_curves(aggregated: dict[str, dict[int, dict[str, Stat]]]) -> dict[tuple, list[tuple[int, Stat]]]:
+    """(experiment, model, "bon" or "won", reward) -> [(N, Stat), ...] sorted by N, from the
+    ``bon/<reward>/oracle_accuracy@N`` and ``won/...`` metrics."""
+    curves: dict[tuple, list[tuple[int, Stat]]] = {}
+    for experiment, by_model in aggregated.items():
+        for model, metrics in by_model.items():
+            for key, value in metrics.items():
+                if match := SELECTION_KEY.match(key):
+                    kind, reward, n = match.groups()
+                    curves.setdefault((experiment, model, kind, reward), []).append((int(n), value))
+    return {key: sorted(points) for key, points in sorted(curves.items())}
+
+
+def _selection_curves(ax, aggregated: dict[str, dict[int, dict[str, Stat]]]) -> None:
+    """Oracle accuracy against N: Best-of-N solid, Worst-of-N dashed; one colour per experiment,
+    one marker per model."""
+    experiments = list(aggregated)
+    markers = "os^vDP*X"
+    for (experiment, model, kind, reward), points in selection_curves(aggregated).items():
+        ax.errorbar([n for n, _ in points], [s.mean for _, s in points], yerr=[s.std or 0.0 for _, s in points],
+                    fmt=("-" if kind == "bon" else "--") + markers[(model - 1) % len(markers)],
+                    color=f"C{experiments.index(experiment) % 10}", capsize=3,
+                    label=f"{experiment} M{model}: {'best' if kind == 'bon' else 'worst'} of N by {reward}")
+    ax.set_xscale("log", base=2)
+    ax.set_title("Best-of-N (solid) and Worst-of-N (dashed), mean ± std over seeds")
+    ax.set_xlabel("N (answers sampled per held-out prompt)")
+    ax.set_ylabel("oracle accuracy of the answer picked")
+    if ax.has_data():
+        ax.legend(fontsize="x-small")
+    else:
+        ax.text(0.5, 0.5, "no data (evaluation.best_of_n=true measures it)", ha="center", va="center",
+                transform=ax.transAxes)
 
 
 def _score_histogram(ax, runs: Sequence[Run]) -> None:

@@ -90,6 +90,10 @@ CONFIG_ROWS = [
     (["reward_shaping=ctrl", "training.objective=rft"], "invalid config: training.objective=rft with "
      "reward_shaping.method=ctrl; allowed: rft keeps candidates at judge.max_score, so it needs the reward unshaped "
      "(reward_shaping=none)"),
+    (["evaluation=best_of_n", "evaluation.best_of_n_sizes=[0,2]"], "invalid config: evaluation.best_of_n_sizes=[0, 2]; "
+     "allowed: a non-empty list of integers >= 1"),
+    (["evaluation.best_of_n_sizes=[]"], "invalid config: evaluation.best_of_n_sizes=[]; allowed: a non-empty list of "
+     "integers >= 1"),
     (["reward._target_=selfreward.rewards.nowhere.score"], "invalid config: "
      "reward._target_='selfreward.rewards.nowhere.score'; allowed: the dotted path of a reward function such as "
      "selfreward.rewards.self_judge.score (conf/reward/)"),

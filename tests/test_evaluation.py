@@ -1,9 +1,21 @@
 """Measurements of a model, with scripted engines so that every number is known by hand."""
 
+import itertools
+import random
+import statistics
+
 import pytest
 
-from selfreward.data import SeedData
-from selfreward.evaluation import evaluate_judge, evaluate_position_bias, head_to_head
+from selfreward.data import Oracle, SeedData
+from selfreward.evaluation import (
+    evaluate_best_of_n,
+    evaluate_judge,
+    evaluate_position_bias,
+    head_to_head,
+    selection_accuracy,
+)
+from selfreward.rewards import Context
+from conftest import TINY, compose_config
 from selfreward.rundir import read_jsonl
 
 
@@ -138,3 +150,74 @@ def test_self_judge_quality_by_hand():
     assert q["self_judge/pair_tie_rate"] == pytest.approx(1 / 3)
     # judge (4, 3, 5) vs oracle (5, 3, 2): ranks (2, 1, 3) vs (3, 2, 1) -> rho = 1 - 6*(1+1+4)/(3*8) = -0.5
     assert q["self_judge/oracle_spearman"] == pytest.approx(-0.5)
+
+
+def test_best_and_worst_of_n_by_hand():
+    scores, correct = [3, 1, 2, 2], [1, 0, 0, 1]
+    assert selection_accuracy(scores, correct, 1) == selection_accuracy(scores, correct, 1, worst=True) == 0.5
+    # The 6 pairs: {3,1} {3,2} {3,2'} pick the right 3 -> 1; {1,2} -> 0; {1,2'} -> 1; {2,2'} a tie -> 0.5.
+    assert selection_accuracy(scores, correct, 2) == pytest.approx(4.5 / 6)
+    # Worst: {3,1} {3,2} {1,2} {1,2'} -> 0; {3,2'} -> 1; {2,2'} -> 0.5.
+    assert selection_accuracy(scores, correct, 2, worst=True) == pytest.approx(1.5 / 6)
+    # Triples: three hold the 3 (right); {1,2,2'} ties 2 and 2' -> 0.5.
+    assert selection_accuracy(scores, correct, 3) == pytest.approx(3.5 / 4)
+    assert selection_accuracy(scores, correct, 4) == 1.0 and selection_accuracy(scores, correct, 4, worst=True) == 0.0
+    # An unscored sample is never picked while a scored one is in the subset, best or worst.
+    assert selection_accuracy([None, 1.0], [1, 0], 2) == selection_accuracy([None, 1.0], [1, 0], 2, worst=True) == 0.0
+    assert selection_accuracy([None, None], [1, 0], 2) == 0.5
+    with pytest.raises(ValueError):
+        selection_accuracy(scores, correct, 5)
+
+
+def _enumerated(scores, correct, n, worst):
+    """Best-of-n over every subset, ties broken at random (their mean), unscored never first."""
+    def pick(subset):
+        keys = [(-1 if worst else 1) * scores[i] if scores[i] is not None else float("-inf") for i in subset]
+        top = max(keys)
+        return statistics.fmean(correct[i] for i, k in zip(subset, keys) if k == top)
+    return statistics.fmean(pick(s) for s in itertools.combinations(range(len(scores)), n))
+
+
+def test_the_estimator_equals_the_mean_over_all_subsets():
+    rng = random.Random(0)
+    for _ in range(200):
+        m = rng.randint(1, 8)
+        scores = [rng.choice([None, 0.0, 1.0, 2.0, 3.5]) for _ in range(m)]
+        correct = [rng.randint(0, 1) for _ in range(m)]
+        for n in range(1, m + 1):
+            for worst in (False, True):
+                assert selection_accuracy(scores, correct, n, worst=worst) == pytest.approx(
+                    _enumerated(scores, correct, n, worst))
+
+
+class Pool:
+    """Fixed samples per prompt (the first n)."""
+
+    def __init__(self, samples):
+        self.samples, self.calls = samples, []
+
+    def generate(self, messages, sampling, *, n=1, seed=0, desc=""):
+        self.calls.append((sampling, n))
+        return [self.samples[m][:n] for m in messages]
+
+
+def test_evaluate_best_of_n_by_hand(tmp_path):
+    cfg = compose_config([*TINY, "reward=oracle", "evaluation=best_of_n", "evaluation.best_of_n_sizes=[4,1,2]"])
+    # The fake reward is the answer's length; the oracle says "right" for answers holding "x".
+    oracle = Oracle(correct=lambda p, r: "x" in r, score=lambda p, r: float(len(r)))
+    engine = Pool({"p": ["xxx", "a", "bb", "xx", "more"], "q": ["yy", "y", "x", "yyy"]})
+    data = SeedData([], [], [{"prompt": "p"}, {"prompt": "q"}], [])
+    result = evaluate_best_of_n(engine, data, cfg, oracle, Context(cfg, 0, oracle=oracle), seed=1, out_dir=tmp_path)
+    (sampling, n), = engine.calls
+    assert n == 4 and (sampling.temperature, sampling.top_p) == (0.7, 0.9)  # the evaluation's sampling
+    # p: lengths 3 1 2 2, right 1 0 0 1 (the hand case above); q: lengths 2 1 1 3, right 0 0 1 0:
+    # ("1'" is the right "x"). q best-of-2: {2,1} {2,1'} {2,3} {1,3} {1',3} -> 0, {1,1'} a tie -> 0.5: 0.5/6.
+    # q worst-of-2: {2,1} -> 0, {2,1'} -> 1, {2,3} -> 0, {1,1'} -> 0.5, {1,3} -> 0, {1',3} -> 1: 2.5/6.
+    assert result == pytest.approx({
+        "bon/oracle/oracle_accuracy@1": (0.5 + 0.25) / 2, "won/oracle/oracle_accuracy@1": (0.5 + 0.25) / 2,
+        "bon/oracle/oracle_accuracy@2": (4.5 / 6 + 0.5 / 6) / 2, "won/oracle/oracle_accuracy@2": (1.5 / 6 + 2.5 / 6) / 2,
+        "bon/oracle/oracle_accuracy@4": (1.0 + 0.0) / 2, "won/oracle/oracle_accuracy@4": (0.0 + 0.5) / 2,
+    })
+    rows = read_jsonl(tmp_path / "eval_best_of_n.jsonl")
+    assert rows[1] == {"prompt": "q", "responses": ["yy", "y", "x", "yyy"], "scores": [2.0, 1.0, 1.0, 3.0],
+                       "correct": [False, False, True, False]}

@@ -11,6 +11,7 @@ from selfreward.report import (
     PLOTS,
     Run,
     aggregate,
+    selection_curves,
     comparison_table,
     duplicate_seeds,
     find_run_dirs,
@@ -100,7 +101,21 @@ def test_report_on_a_real_run(run_dir, tmp_path, capsys):
     assert "Warning" not in text
     for name in PLOTS:
         assert (out / name).stat().st_size > 0, name
-    assert "wrote 6 files" in capsys.readouterr().out
+    assert "wrote 7 files" in capsys.readouterr().out
+
+
+def test_best_of_n_curves_by_reward_and_model_sorted_by_n(tmp_path):
+    rows = [{"model": 1, "bon/likelihood/oracle_accuracy@4": 0.5, "bon/likelihood/oracle_accuracy@1": 0.25,
+             "won/likelihood/oracle_accuracy@1": 0.25, "policy/oracle_accuracy": 0.3},
+            {"model": 2, "bon/self_judge/oracle_accuracy@2": 0.4}]
+    runs = [make_run("a", 0, rows), make_run("a", 1, [{"model": 1, "bon/likelihood/oracle_accuracy@1": 0.75}])]
+    curves = selection_curves(aggregate(runs))
+    assert list(curves) == [("a", 1, "bon", "likelihood"), ("a", 1, "won", "likelihood"), ("a", 2, "bon", "self_judge")]
+    assert [(n, s.mean, s.n) for n, s in curves[("a", 1, "bon", "likelihood")]] == [(1, 0.5, 2), (4, 0.5, 1)]
+    from selfreward.report import write_plots
+
+    assert tmp_path / "best_of_n.png" in write_plots(runs, tmp_path)
+    assert (tmp_path / "best_of_n.png").stat().st_size > 0
 
 
 def test_a_folder_without_runs_is_an_error(tmp_path):

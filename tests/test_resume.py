@@ -85,15 +85,17 @@ def test_a_run_saved_before_the_reward_interface_resumes(tiny_config, tmp_path):
             loop.check_config(tiny_config(f"reward={other}"), folder)
 
 
-def test_a_run_saved_before_reward_shaping_resumes(tiny_config, tmp_path):
+def test_a_run_saved_before_reward_shaping_and_best_of_n_resumes(tiny_config, tmp_path):
     cfg = tiny_config()
     loop.check_config(cfg, tmp_path)
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    del saved["reward_shaping"]
+    del saved["reward_shaping"], saved["evaluation"]["best_of_n"], saved["evaluation"]["best_of_n_sizes"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
     loop.check_config(cfg, tmp_path)  # the new keys at their defaults: no change found
     with pytest.raises(SelfRewardError, match=r"reward_shaping.method: 'none' -> 'ctrl'"):
         loop.check_config(tiny_config("reward_shaping=ctrl"), tmp_path)
+    with pytest.raises(SelfRewardError, match=r"evaluation.best_of_n: False -> True"):
+        loop.check_config(tiny_config("evaluation.best_of_n=true"), tmp_path)
 
 
 def test_a_run_stopped_after_the_reward_model_stage_resumes_to_the_same_judgments(tiny_config, tmp_path, monkeypatch):

@@ -81,15 +81,17 @@ def test_no_shaping_returns_the_rewards_untouched():
     assert shape(cfg, [("p", ["a"])], scored, Context(cfg, 0)) == (scored, [])
 
 
-def test_a_tiny_run_with_ctrl(tmp_path):
-    """In the loop, judgments.jsonl holds the shaped rewards of reference.jsonl's quantiles."""
+def test_a_tiny_run_with_ctrl_and_best_of_n(tmp_path):
+    """The loop with both: judgments.jsonl holds the shaped rewards of reference.jsonl's quantiles,
+    and every model's metrics.jsonl row the Best-of-N / Worst-of-N family from eval_best_of_n.jsonl."""
     import torch
 
     import selfreward.loop as loop
+    from selfreward.evaluation import selection_accuracy
     from selfreward.rundir import read_jsonl
 
     cfg = compose_config([*TINY, "threads=1", "reward=likelihood", "reward_shaping=ctrl", "reward_shaping.k=4",
-                          "reward_shaping.t=2"])
+                          "reward_shaping.t=2", "evaluation=best_of_n", "evaluation.best_of_n_sizes=[1,2,4]"])
     threads = torch.get_num_threads()
     try:
         loop.run(cfg, tmp_path / "run")
@@ -105,3 +107,16 @@ def test_a_tiny_run_with_ctrl(tmp_path):
         q = calibrate(row["raw_score"], reference[row["prompt"]]["scores"])
         assert row["quantile"] == q and row["score"] == pytest.approx(math.exp(2 * q))
     assert read_jsonl(run / "m2" / "pairs.jsonl")
+
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["model"] for r in rows] == [1, 2]
+    for row in rows:
+        pool = read_jsonl(run / f"m{row['model']}" / "eval_best_of_n.jsonl")
+        assert all(len(p["responses"]) == 4 for p in pool)
+        for n in (1, 2, 4):
+            for kind, worst in (("bon", False), ("won", True)):
+                value = row[f"{kind}/likelihood/oracle_accuracy@{n}"]
+                assert 0 <= value <= 1
+                assert value == pytest.approx(sum(selection_accuracy(p["scores"], p["correct"], n, worst=worst)
+                                                  for p in pool) / len(pool))
+        assert row["bon/likelihood/oracle_accuracy@1"] == pytest.approx(row["won/likelihood/oracle_accuracy@1"])

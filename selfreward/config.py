@@ -481,18 +481,20 @@ def _check_rules(cfg) -> None:
     if m.name_or_path == "builtin" and m.hidden_size % m.num_heads:
         raise ConfigError(f"invalid config: model.hidden_size={m.hidden_size}, model.num_heads={m.num_heads}; "
                           f"allowed: hidden_size a multiple of num_heads")
-    # Rejection sampling keeps the candidates scored judge.max_score; these rewards score on
-    # other scales (log-probabilities, vote shares, a reward model's logits), so none would be kept.
-    target = str(OmegaConf.select(cfg, "reward._target_", default=""))
-    other_scale = [n for n in ("likelihood", "self_consistency", "reward_model") if target == f"selfreward.rewards.{n}.score"]
-    if cfg.training.objective == "rft" and cfg.reward_shaping.method != "none":
-        raise ConfigError(f"invalid config: training.objective=rft with reward_shaping.method="
-                          f"{cfg.reward_shaping.method}; allowed: rft keeps candidates at judge.max_score, so it needs "
-                          f"the reward unshaped (reward_shaping=none)")
-    if cfg.training.objective == "rft" and other_scale:
-        raise ConfigError(f"invalid config: training.objective=rft with reward={other_scale[0]}; allowed: rft keeps "
-                          f"candidates at judge.max_score, so it needs a reward on the judge's scale (self_judge, "
-                          f"oracle, teacher, constitution)")
+    # Rejection sampling keeps the candidates scored judge.max_score: shaped scores, and rewards on
+    # other scales (log-probabilities, vote shares, a reward model's logits), would keep none.
+    if cfg.training.objective == "rft":
+        target = str(OmegaConf.select(cfg, "reward._target_", default=""))
+        other_scale = [n for n in ("likelihood", "self_consistency", "reward_model")
+                       if target == f"selfreward.rewards.{n}.score"]
+        if cfg.reward_shaping.method != "none":
+            raise ConfigError(f"invalid config: training.objective=rft with reward_shaping.method="
+                              f"{cfg.reward_shaping.method}; allowed: rft keeps candidates at judge.max_score, so it "
+                              f"needs the reward unshaped (reward_shaping=none)")
+        if other_scale:
+            raise ConfigError(f"invalid config: training.objective=rft with reward={other_scale[0]}; allowed: rft "
+                              f"keeps candidates at judge.max_score, so it needs a reward on the judge's scale "
+                              f"(self_judge, oracle, teacher, constitution)")
     # The data source checks its own keys, and what the model and judge ask of it.
     from selfreward.data import check_source
 

@@ -42,9 +42,10 @@ def self_judge_quality(pairs: list[dict], judged: list[dict], score: Callable[[s
     what that term learns from. Prompts the oracle cannot grade (self-instructed prompts that are
     not valid tasks) are left out of all of these.
     """
-    gradeable = [p for p in pairs
-                 if score(p["prompt"], p["chosen"]) is not None and score(p["prompt"], p["rejected"]) is not None]
-    outcomes = [(score(p["prompt"], p["chosen"]), score(p["prompt"], p["rejected"])) for p in gradeable]
+    graded_pairs = [(p, score(p["prompt"], p["chosen"]), score(p["prompt"], p["rejected"])) for p in pairs]
+    graded_pairs = [(p, c, r) for p, c, r in graded_pairs if c is not None and r is not None]
+    gradeable = [p for p, _, _ in graded_pairs]
+    outcomes = [(c, r) for _, c, r in graded_pairs]
     distinct = {(r["prompt"], r["response"]): r["score"] for r in judged if r["score"] is not None}
     graded = [(s, score(prompt, response)) for (prompt, response), s in distinct.items()]
     graded = [(s, o) for s, o in graded if o is not None]

@@ -9,27 +9,22 @@ from pathlib import Path
 import torch
 
 from selfreward.judge import parse_score
+from selfreward.pairs import build_pairs
 from selfreward.rewards import Context, Group, Scored, per_distinct
 from selfreward.rundir import SelfRewardError, fresh_dir, read_jsonl, replace_dir, run_stage, write_jsonl
 
 
 def preference_pairs(eft: list[dict], min_score: int, max_score: int) -> list[dict]:
     """``{"prompt", "chosen", "rejected"}`` for every two distinct answers to one prompt whose
-    seed judgments (``Score: N``) differ, the higher-scored one chosen; unparsed judgments skipped."""
-    by_prompt: dict[str, dict[str, int]] = {}
+    seed judgments (``Score: N``) differ, the higher-scored one chosen (the ``all_pairs`` rule of
+    :func:`selfreward.pairs.build_pairs`); unparsed judgments skipped."""
+    groups: dict[str, dict] = {}
     for row in eft:
-        value = parse_score(row["judgment"], min_score, max_score, row["response"])
-        if value is not None:
-            by_prompt.setdefault(row["prompt"], {}).setdefault(row["response"], value)
-    pairs = []
-    for prompt, answers in by_prompt.items():
-        ranked = list(answers.items())
-        for k, (a, sa) in enumerate(ranked):
-            for b, sb in ranked[k + 1:]:
-                if sa != sb:
-                    chosen, rejected = (a, b) if sa > sb else (b, a)
-                    pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
-    return pairs
+        g = groups.setdefault(row["prompt"], {"prompt": row["prompt"], "responses": [], "scores": []})
+        g["responses"].append(row["response"])
+        g["scores"].append(parse_score(row["judgment"], min_score, max_score, row["response"]))
+    pairs, _ = build_pairs(list(groups.values()), method="all_pairs")
+    return [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
 
 
 def _conversation(prompt: str, response: str) -> list[dict]:

@@ -11,7 +11,8 @@ run artifacts only; it never imports the training stack, so it is quick to start
 Writes into ``--out``:
 
 * ``results.md``: a table per experiment (rows M1, M2, ...; the key metrics as columns), a
-  comparison of the experiments' last models, and the run directories used;
+  comparison of the experiments' last models, their gains M1 -> last with pair accuracy and time
+  per iteration (:func:`gains_table`), and the run directories used;
 * ``judge_metrics.png``, ``policy_accuracy.png``, ``score_distribution.png``,
   ``pair_lengths.png``, ``tie_rate.png``, ``best_of_n.png`` (runs with ``evaluation.best_of_n``).
 """
@@ -52,6 +53,9 @@ PLOTS = ("judge_metrics.png", "policy_accuracy.png", "score_distribution.png", "
 # The Best-of-N / Worst-of-N family of metrics.jsonl: bon/<reward>/oracle_accuracy@<N>.
 SELECTION_KEY = re.compile(r"^(bon|won)/(.+)/oracle_accuracy@(\d+)$")
 MISSING = "—"
+# What one iteration costs: the stages that make M_t+1 from M_t (evaluation left out, so that
+# experiments that evaluate more are not charged for it).
+ITERATION_STAGES = ("time/prompts_s", "time/candidates_s", "time/judgments_s", "time/pairs_s", "time/dpo_s")
 
 
 @dataclass(frozen=True)
@@ -219,6 +223,63 @@ def comparison_table(aggregated: dict[str, dict[int, dict[str, Stat]]], columns:
     return _markdown(["experiment", "model", *columns], rows)
 
 
+def gain(run: Run, key: str = "policy/oracle_accuracy_sampled") -> float | None:
+    """``key`` of the run's last model minus that of its first (M1 -> M_last), or None."""
+    values = {row["model"]: number(row.get(key)) for row in run.rows if isinstance(row.get("model"), int)}
+    values = {m: v for m, v in values.items() if v is not None}
+    if len(values) < 2:
+        return None
+    return values[max(values)] - values[min(values)]
+
+
+def iteration_seconds(run: Run) -> float | None:
+    """Mean wall time of the run's iterations: the sum of :data:`ITERATION_STAGES` per model made
+    by the loop (M2 onwards), averaged; None where no iteration recorded its times."""
+    totals = []
+    for row in run.rows:
+        times = [number(row.get(key)) for key in ITERATION_STAGES]
+        if isinstance(row.get("model"), int) and row["model"] > 1 and any(t is not None for t in times):
+            totals.append(sum(t for t in times if t is not None))
+    return statistics.fmean(totals) if totals else None
+
+
+GAINS_COLUMNS = ("gain M1 -> last (points)", "seeds that gain", "pair accuracy", "chosen correct",
+                 "seconds per iteration")
+
+
+def gains_table(runs: Sequence[Run]) -> str:
+    """Per experiment over its seeds: the sampled-accuracy gain from M1 to its last model (in
+    points, with how many seeds gained), the pairs' accuracy against the oracle and the share of
+    chosen answers that are correct (averaged over the iterations, then seeds), and the time per
+    iteration. Every cell is computed per seed first, then as mean ± std like the other tables."""
+    by_experiment: dict[str, list[Run]] = {}
+    for run in runs:
+        by_experiment.setdefault(run.experiment, []).append(run)
+
+    def over_iterations(run: Run, key: str) -> float | None:
+        values = [v for row in run.rows if (v := number(row.get(key))) is not None]
+        return statistics.fmean(values) if values else None
+
+    def cell(values: Iterable[float | None], scale: float = 1.0) -> str:
+        kept = [v * scale for v in values if v is not None]
+        if not kept:
+            return MISSING
+        s = stat(kept)
+        return format_stat(Stat(s.mean, s.std, s.n, False))
+
+    rows = []
+    for experiment, members in sorted(by_experiment.items()):
+        gains = [gain(r) for r in members]
+        known = [g for g in gains if g is not None]
+        rows.append([experiment,
+                     cell(gains, 100.0),
+                     f"{sum(g > 0 for g in known)} of {len(known)}" if known else MISSING,
+                     cell(over_iterations(r, "self_judge/pair_accuracy") for r in members),
+                     cell(over_iterations(r, "self_judge/chosen_correct_rate") for r in members),
+                     cell(iteration_seconds(r) for r in members)])
+    return _markdown(["experiment", *GAINS_COLUMNS], rows)
+
+
 def results_markdown(runs: Sequence[Run], title: str) -> str:
     """The whole ``results.md``: per-experiment tables, the comparison, the plots and the runs."""
     aggregated = aggregate(runs)
@@ -232,6 +293,13 @@ def results_markdown(runs: Sequence[Run], title: str) -> str:
         parts.append(markdown_table(by_model, columns))
     parts.append("## Comparison: last model of each experiment\n")
     parts.append(comparison_table(aggregated, columns))
+    parts.append("## Gains and cost\n")
+    parts.append("Sampled oracle accuracy (temperature 0.7) from M1 to the last model, in points; the "
+                 "pairs' accuracy against the oracle and the share of chosen answers that are correct, "
+                 "averaged over iterations (built-in world); seconds per iteration: "
+                 f"{', '.join(k.removeprefix('time/') for k in ITERATION_STAGES)} summed, evaluation "
+                 "left out. Mean ± sample std over seeds.\n")
+    parts.append(gains_table(runs))
     parts.append("## Plots\n")
     parts.append("\n".join(f"![{name[:-4]}]({name})" for name in PLOTS) + "\n")
     parts.append("## Run directories\n")

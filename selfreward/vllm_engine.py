@@ -1,0 +1,207 @@
+"""The vLLM backend of the :class:`selfreward.generation.Engine` protocol (``generation.backend=vllm``).
+
+Same contract as :class:`selfreward.generation.HFEngine`, so that a stage cannot tell them apart:
+
+- Prompts are the same token ids (:func:`selfreward.chat.prompt_ids`, so BOS and the chat template
+  are the tokenizer's, not vLLM's), sequences stop at the same tokens
+  (:func:`selfreward.chat.stop_ids`) and completions are decoded with the same tokenizer, special
+  tokens removed; a :class:`~selfreward.generation.Completion` says whether it hit
+  ``max_new_tokens`` (vLLM's ``finish_reason == "length"``).
+- Sampling: all requests go to vLLM at once, ``n`` samples per prompt (``SamplingParams.n``,
+  which shares the prompt's KV cache), temperature and top-p as configured, top-k off. Each
+  request gets its own seed derived from ``seed``, so a run is reproducible; vLLM's random
+  stream is not torch's, so sampled texts differ from the HF engine's (their distribution does not).
+- Greedy (temperature 0): one sequence per prompt, repeated ``n`` times as the HF engine would
+  produce them.
+- :meth:`VLLMEngine.continuation_logprobs` (the judge's expected-score mode): the continuations
+  are split off the prefix exactly as the HF engine does; where every continuation of a context
+  is one token (the score digits " 1" ... " 5"), one request decodes one token from that context
+  and returns the log-probabilities of exactly those tokens (``SamplingParams.logprob_token_ids``,
+  the full-vocabulary values, not renormalised); a continuation of several tokens is scored
+  with ``prompt_logprobs`` over context + continuation.
+- Prefix caching is on by default: every judgment request starts with the same rubric.
+- The model's ``generation_config.json`` is not applied as default sampling settings
+  (``generation_config="vllm"``): the config's values are the only ones, as with HF.
+
+:meth:`VLLMEngine.close` shuts the engine down and frees its (GPU) memory so that training can
+run afterwards in the same process; :func:`selfreward.generation.close_engine` calls it.
+
+vLLM is imported only when an engine is built: the rest of the project never needs it.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+
+import torch
+
+from selfreward import chat
+from selfreward.generation import Completion, Sampling, VLLMSettings
+
+
+class VLLMEngine:
+    """A vLLM ``LLM`` behind the :class:`~selfreward.generation.Engine` protocol."""
+
+    def __init__(self, model_path: str, tokenizer, *, dtype: torch.dtype | str = "auto",
+                 trust_remote_code: bool = False, settings: VLLMSettings | None = None, seed: int = 0):
+        settings = settings or VLLMSettings()
+        # vLLM on CPU sizes its KV cache from this variable (GiB); its default (0) means 4 GiB
+        # on most builds, more than a small machine wants. Set only when the user has not.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kvcache_space_gib))
+        from vllm import LLM
+
+        self.tokenizer = tokenizer
+        self.eos_token_ids = chat.stop_ids(tokenizer, _generation_config(model_path))
+        kwargs = dict(
+            model=model_path,
+            tokenizer=model_path,
+            dtype=str(dtype).removeprefix("torch.") if isinstance(dtype, torch.dtype) else dtype,
+            trust_remote_code=trust_remote_code,
+            seed=seed,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            tensor_parallel_size=settings.tensor_parallel_size,
+            enforce_eager=settings.enforce_eager,
+            enable_prefix_caching=settings.enable_prefix_caching,
+            generation_config="vllm",
+        )
+        if settings.max_model_len is not None:
+            kwargs["max_model_len"] = settings.max_model_len
+        if settings.max_num_seqs is not None:
+            kwargs["max_num_seqs"] = settings.max_num_seqs
+        self.llm = LLM(**kwargs)
+
+    # --- Engine protocol ----------------------------------------------------------------------
+
+    def generate(self, messages, sampling: Sampling, *, n=1, seed=0, desc="generate"):
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not messages:
+            return []
+        prompts = [TokensPrompt(prompt_token_ids=chat.prompt_ids(self.tokenizer, m)) for m in messages]
+        greedy = sampling.temperature <= 0
+        common = dict(
+            max_tokens=sampling.max_new_tokens,
+            stop_token_ids=list(self.eos_token_ids),
+            detokenize=False,  # decoded below with the project's tokenizer, as the HF engine does
+            skip_special_tokens=True,
+        )
+        if greedy:
+            params = SamplingParams(n=1, temperature=0.0, **common)
+        else:
+            # One seed per request, n apart: vLLM gives the i-th of n samples seed + i.
+            base = random.Random(seed).randrange(2**31)
+            params = [
+                SamplingParams(n=n, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0,
+                               seed=base + i * n, **common)
+                for i in range(len(prompts))
+            ]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        results = []
+        for out in outputs:
+            texts = [self._completion(c) for c in sorted(out.outputs, key=lambda c: c.index)]
+            results.append(texts * n if greedy else texts)
+        return results
+
+    def continuation_logprobs(self, messages, prefixes, continuations):
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        k = len(continuations)
+        logprobs = [0.0] * (len(messages) * k)
+        # The same split as HFEngine: prefix and continuation tokenized together, cut where the
+        # prefix alone stops matching. Single-token targets are grouped by their context.
+        single: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+        multi: list[tuple[int, list[int], list[int]]] = []
+        for m, (message, prefix) in enumerate(zip(messages, prefixes, strict=True)):
+            prompt = chat.prompt_ids(self.tokenizer, message)
+            alone = self.tokenizer.encode(prefix, add_special_tokens=False)
+            for c, cont in enumerate(continuations):
+                joint = self.tokenizer.encode(prefix + cont, add_special_tokens=False)
+                split = next((i for i, (a, b) in enumerate(zip(alone, joint)) if a != b), min(len(alone), len(joint)))
+                context, target = prompt + joint[:split], joint[split:]
+                if len(target) == 1:
+                    single.setdefault(tuple(context), []).append((m * k + c, target[0]))
+                elif target:
+                    multi.append((m * k + c, context, target))
+        requests, params, reads = [], [], []
+        for context, wanted in single.items():
+            ids = list(dict.fromkeys(t for _, t in wanted))
+            for start in range(0, len(ids), _MAX_IDS):
+                chunk = ids[start : start + _MAX_IDS]
+                requests.append(TokensPrompt(prompt_token_ids=list(context)))
+                params.append(SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=chunk,
+                                             detokenize=False))
+                reads.append(("single", [(out, t) for out, t in wanted if t in chunk]))
+        for out, context, target in multi:
+            requests.append(TokensPrompt(prompt_token_ids=context + target))
+            params.append(SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False))
+            reads.append(("multi", (out, len(context), target)))
+        if not requests:
+            return [logprobs[m * k : (m + 1) * k] for m in range(len(messages))]
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        for result, (kind, read) in zip(outputs, reads, strict=True):
+            if kind == "single":
+                step = result.outputs[0].logprobs[0]
+                for out, token in read:
+                    logprobs[out] = float(step[token].logprob)
+            else:
+                out, start, target = read
+                rows = result.prompt_logprobs
+                logprobs[out] = float(sum(rows[start + j][t].logprob for j, t in enumerate(target)))
+        return [logprobs[m * k : (m + 1) * k] for m in range(len(messages))]
+
+    # --- Memory ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Shut the vLLM engine down (its engine process too) and free its memory now."""
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception:  # already shut down, or a vLLM without this attribute: drop it anyway
+            pass
+        del llm
+        try:
+            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        except Exception:
+            pass
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # --- Helpers -----------------------------------------------------------------------------
+
+    def _completion(self, c) -> Completion:
+        text = self.tokenizer.decode(list(c.token_ids), skip_special_tokens=True)
+        return Completion(text, c.finish_reason != "length")
+
+
+# vllm.sampling_params.MAX_LOGPROB_TOKEN_IDS in vLLM 0.32: the most token ids one request may score.
+_MAX_IDS = 128
+
+
+def _generation_config(model_path: str):
+    """The model folder's generation config (its stop tokens), as ``from_pretrained`` gives the
+    HF engine's model one."""
+    from transformers import AutoConfig, GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(model_path)
+    except (OSError, ValueError):  # no generation_config.json: what from_pretrained would derive
+        try:
+            return GenerationConfig.from_model_config(AutoConfig.from_pretrained(model_path))
+        except (OSError, ValueError):
+            return None

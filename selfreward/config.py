@@ -236,6 +236,18 @@ class RewardShapingConfig:
 
 
 @dataclass
+class MetaJudgeConfig:
+    """Meta-Rewarding (Wu et al. 2024): M_t compares two of its own judgments of a candidate
+    (selfreward/meta_judge.py); the preferred judgment becomes a DPO pair for the judging skill,
+    trained together with the response pairs. Needs reward=self_judge with sampled judgments."""
+
+    enabled: bool = False
+    template: str = "meta_judge_small"  # built-in name or a file with {prompt} {response} {judgment_a} {judgment_b}
+    max_responses: int = 400  # contested candidates meta-judged per iteration (a seeded sample)
+    max_new_tokens: int = 8
+
+
+@dataclass
 class LoggerConfig:
     backend: str = "none"  # none | wandb; metrics.jsonl is always written
     project: str = "selfreward"
@@ -261,6 +273,7 @@ class Config:
     reward: dict[str, Any] = field(default_factory=lambda: {"_target_": "selfreward.rewards.self_judge.score"})
     reward_shaping: RewardShapingConfig = field(default_factory=RewardShapingConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
+    meta_judge: MetaJudgeConfig = field(default_factory=MetaJudgeConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -374,6 +387,8 @@ RANGES = {
     "judge.temperature": _TEMPERATURE,
     "judge.top_p": _TOP_P,
     "judge.max_new_tokens": _int_at_least(1),
+    "meta_judge.max_responses": _int_at_least(1),
+    "meta_judge.max_new_tokens": _int_at_least(1),
     "reward_shaping.k": _int_at_least(1),
     "reward_shaping.t": _rule(lambda v: v != 0, "a nonzero number (> 0 for Best-of-N, < 0 for Worst-of-N)"),
     "pairs.min_margin": _NOT_NEGATIVE,
@@ -400,6 +415,7 @@ TEMPLATE_FIELDS = {
     "judge.template": ("prompt", "response"),
     "judge.pairwise_template": ("prompt", "response_a", "response_b"),
     "prompts.template": ("examples",),
+    "meta_judge.template": ("prompt", "response", "judgment_a", "judgment_b"),
 }
 
 
@@ -495,6 +511,18 @@ def _check_rules(cfg) -> None:
             raise ConfigError(f"invalid config: training.objective=rft with reward={other_scale[0]}; allowed: rft "
                               f"keeps candidates at judge.max_score, so it needs a reward on the judge's scale "
                               f"(self_judge, oracle, teacher, constitution)")
+    if cfg.meta_judge.enabled:
+        target = str(OmegaConf.select(cfg, "reward._target_", default=""))
+        if target != "selfreward.rewards.self_judge.score":
+            raise ConfigError(f"invalid config: meta_judge.enabled=true with reward._target_={target}; allowed: "
+                              f"reward=self_judge (the meta-judge compares M_t's own judgments of its candidates)")
+        if cfg.judge.mode != "sample" or cfg.judge.repeats < 2:
+            raise ConfigError(f"invalid config: meta_judge.enabled=true with judge.mode={cfg.judge.mode}, "
+                              f"judge.repeats={cfg.judge.repeats}; allowed: judge.mode=sample and judge.repeats >= 2 "
+                              f"(the meta-judge needs two judgments of a candidate to compare)")
+        if cfg.training.objective != "dpo":
+            raise ConfigError(f"invalid config: meta_judge.enabled=true with training.objective="
+                              f"{cfg.training.objective}; allowed: dpo (judgment pairs are preference pairs)")
     # The data source checks its own keys, and what the model and judge ask of it.
     from selfreward.data import check_source
 
@@ -507,8 +535,9 @@ def _check_files(cfg) -> None:
     for key, fields in TEMPLATE_FIELDS.items():
         if key == "judge.pairwise_template" and not cfg.evaluation.position_bias:
             continue  # read only by the position-bias measurement (and by scripts, which check it)
-        name = cfg.judge.template if key == "judge.template" else (
-            cfg.judge.pairwise_template if key == "judge.pairwise_template" else cfg.prompts.template)
+        if key == "meta_judge.template" and not cfg.meta_judge.enabled:
+            continue
+        name = OmegaConf.select(cfg, key)
         check_template(key, name, fields)
     if cfg.model.name_or_path != "builtin":
         from selfreward.models import check_training

@@ -2,9 +2,10 @@
 
 A run's ``data/`` folder holds four JSON Lines files (the contract, whatever their source):
 
-- ``ift.jsonl``: ``{"prompt", "response"}``: instruction fine-tuning pairs. Rows with
-  ``"kind": "self_instruct"`` are demonstrations of the self-instruction prompt (the built-in
-  world teaches its tiny model that skill); they are trained on but never used as seed prompts.
+- ``ift.jsonl``: ``{"prompt", "response"}``: instruction fine-tuning pairs. Rows with a
+  ``"kind"`` (``"self_instruct"``, ``"meta_judge"``) are demonstrations of the self-instruction or
+  meta-judge prompt (the built-in world teaches its tiny model those skills); they are trained on
+  but never used as seed prompts.
 - ``eft.jsonl``: ``{"prompt", "response", "judgment"}``: judge training; the judgment ends with
   ``Score: N``. The judge template is filled with prompt and response at training time.
 - ``eval_prompts.jsonl``: ``{"prompt"}``, optionally ``"answer"``: held-out prompts.
@@ -51,7 +52,7 @@ class SeedData:
     @property
     def seed_prompts(self) -> list[str]:
         """The IFT prompts that self-instruction draws its demonstrations from."""
-        return [r["prompt"] for r in self.ift if r.get("kind") != "self_instruct"]
+        return [r["prompt"] for r in self.ift if r.get("kind") is None]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ also holds ``n_self_instruct`` demonstrations: the few-shot prompt built from th
 Data files written by :func:`build_world` (JSON Lines, UTF-8, one object a line):
 
 * ``ift.jsonl``: ``{"prompt", "response"}``, task prompts with correct answers plus the
-  self-instruction demonstrations;
+  self-instruction demonstrations (and, with ``n_meta_judge``, meta-judging demonstrations);
 * ``eft.jsonl``: ``{"prompt", "response", "judgment", "score"}``, responses of varied quality
   with the judgment text the model learns to write, balanced over scores;
 * ``eval_prompts.jsonl``: ``{"prompt", "answer"}``, held-out prompts;
@@ -298,6 +298,11 @@ class WorldConfig:
     self_instruct_shots: int = 4
     self_instruct_template: str = "self_instruct_small"
     n_eft: int = 6000
+    # Demonstrations of Meta-Rewarding's meta-judge (selfreward/meta_judge.py): two judgments of
+    # one response, the rubric's own and one with some verdicts wrong, and which is right. A tiny
+    # random-init model cannot meta-judge without them; 0 leaves every other file unchanged.
+    n_meta_judge: int = 0
+    meta_judge_template: str = "meta_judge_small"
     n_eval_prompts: int = 500
     n_judge_eval: int = 100
     judge_eval_responses: int = 4
@@ -319,7 +324,7 @@ class WorldConfig:
             raise ValueError(
                 f"max_items ({self.max_items}) must be at least min_items ({self.min_items})"
             )
-        for name in ("n_ift", "n_self_instruct", "n_eft", "n_eval_prompts", "n_judge_eval"):
+        for name in ("n_ift", "n_self_instruct", "n_eft", "n_meta_judge", "n_eval_prompts", "n_judge_eval"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
         if self.self_instruct_shots < 1:
@@ -331,6 +336,8 @@ class WorldConfig:
                 f"n_ift ({self.n_ift}) must be at least self_instruct_shots "
                 f"({self.self_instruct_shots}) to draw self-instruction shots from"
             )
+        if self.n_meta_judge > 0 and self.n_eft == 0:
+            raise ValueError("n_meta_judge needs n_eft > 0: meta-judging demonstrations use the EFT prompts")
         if self.judge_eval_responses < 2:
             raise ValueError(
                 f"judge_eval_responses must be at least 2, got {self.judge_eval_responses}"
@@ -405,6 +412,32 @@ def _eft_examples(rng: random.Random, prompts: list[str], n: int) -> list[dict]:
     return rows
 
 
+def wrong_judgment(rng: random.Random, checks: dict[str, bool]) -> str:
+    """A judgment of the rubric's form with one or two verdicts flipped and the score that follows:
+    the mistakes a judge makes when it misreads a check."""
+    flipped = dict(checks)
+    for name in rng.sample(CHECKS, rng.choice((1, 2))):
+        flipped[name] = not flipped[name]
+    return judgment_text(flipped)
+
+
+def _meta_judge_examples(rng: random.Random, prompts: list[str], n: int, template: str) -> list[dict]:
+    """``n`` meta-judging demonstrations: a response to one of ``prompts``, its rubric judgment and a
+    wrong one in random order, answered ``Winner: A`` or ``Winner: B`` (half each)."""
+    rows = []
+    for k in range(n):
+        prompt = prompts[k % len(prompts)]
+        response = sample_response(rng, prompt)
+        checks = rubric_checks(prompt, response)
+        right, wrong = judgment_text(checks), wrong_judgment(rng, checks)
+        right_first = k % 2 == 0
+        a, b = (right, wrong) if right_first else (wrong, right)
+        rows.append({"prompt": fill(template, prompt=prompt, response=response, judgment_a=a, judgment_b=b),
+                     "response": f"Winner: {'A' if right_first else 'B'}", "kind": "meta_judge"})
+    rng.shuffle(rows)
+    return rows
+
+
 def _judge_eval_row(rng: random.Random, prompt: str, k: int) -> dict:
     """``k`` distinct responses to ``prompt`` with at least two different oracle scores."""
     for _ in range(1000):
@@ -445,6 +478,9 @@ def build_world(cfg: WorldConfig, out_dir: Path | str) -> dict:
          "response": target, "kind": "self_instruct"}
         for target in new_p
     ]
+    if cfg.n_meta_judge:
+        ift += _meta_judge_examples(random.Random(f"{cfg.seed}/meta_judge"), eft_p, cfg.n_meta_judge,
+                                    load_template(cfg.meta_judge_template))
     random.Random(f"{cfg.seed}/ift").shuffle(ift)
     eft = _eft_examples(random.Random(f"{cfg.seed}/eft"), eft_p, cfg.n_eft)
     evals = [{"prompt": p, "answer": answer(p)} for p in eval_p]

@@ -21,6 +21,8 @@ import gc
 import hashlib
 import logging
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -53,7 +55,10 @@ from selfreward.rewards import Context, as_row, score_groups
 from selfreward.prompts import filter_prompts, load_template, sample_shots, self_instruct_prompt
 from selfreward.rundir import (
     SelfRewardError,
+    done_path,
+    is_done,
     lock_run_dir,
+    read_done,
     read_json,
     read_jsonl,
     run_stage,
@@ -320,19 +325,26 @@ def build_eft(base_path: str, tokenizer_path: str, data_dir: Path, m1: Path, mod
     return {"eft": len(eft), "groups": len(groups), "ift_sft_loss": info["train_loss"]}
 
 
+def _base_paths(cfg, run_dir: Path) -> tuple[str, str]:
+    """The model SFT starts from and its tokenizer (the built-in one is made by stage ``base``)."""
+    if cfg.model.name_or_path != "builtin":
+        return cfg.model.name_or_path, cfg.model.tokenizer or cfg.model.name_or_path
+    path = str(Path(run_dir) / "m0" / "model")
+    return path, path
+
+
 def base_model_path(cfg, run_dir: Path, data_dir: Path) -> tuple[str, str, dict]:
     """The model SFT starts from, its tokenizer, and the base stage's info."""
+    path, tokenizer = _base_paths(cfg, run_dir)
     if cfg.model.name_or_path != "builtin":
-        tokenizer = cfg.model.tokenizer or cfg.model.name_or_path
-        check_model_path(cfg.model.name_or_path)
+        check_model_path(path)
         check_model_path(tokenizer)
-        return cfg.model.name_or_path, tokenizer, {}
+        return path, tokenizer, {}
     # model=tiny: the data source makes its own base model (config.validate: it can).
     folder = run_dir / "m0"
     info = run_stage(folder, "base", lambda: base_model(cfg, data_dir, folder / "model",
                                                          stage_seed(cfg.seed, 0, "base")))
-    path = str(folder / "model")
-    return path, path, info
+    return path, tokenizer, info
 
 
 def _report_to(cfg) -> str:
@@ -354,92 +366,297 @@ def run(cfg, run_dir: str | Path) -> list[dict]:
 
 
 def _run(cfg, run_dir: Path) -> list[dict]:
+    """The loop: the stages below, in order, sharing one :class:`Resources` (one model loaded at a time)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    tracker = Tracker(cfg, run_dir)
-    models = _Models(cfg)
+    res = Resources(cfg, run_dir)
     try:
-        data_dir = run_dir / "data"
-        data_info = run_stage(data_dir, "data", lambda: prepare_data(cfg, data_dir))
-        base_path, tokenizer_path, base_info = base_model_path(cfg, run_dir, data_dir)
-        m1 = run_dir / "m1"
-        times = {"data": data_info["seconds"]}
-        if base_info:
-            times["base"] = base_info["seconds"]
-        if (data_dir / "eft_groups.jsonl").is_file():  # a source that leaves EFT to an SFT model's judgments
-            eft_info = run_stage(m1, "eft", lambda: build_eft(base_path, tokenizer_path, data_dir, m1, models, cfg))
-            times["eft"] = eft_info["seconds"]
-        data = load_data(data_dir, cfg)
-        oracle = make_oracle(cfg, data)
-
-        # M1: supervised fine-tuning on seed IFT + EFT data.
-        sft_info = run_stage(m1, "sft", lambda: train_sft(
-            base_path, sft_examples(data, cfg), m1 / "model", cfg, tokenizer_path=tokenizer_path,
-            seed=stage_seed(cfg.seed, 1, "sft"), report_to=_report_to(cfg), run_name="sft"))
-        times["sft"] = sft_info["seconds"]
-        rows = [_measure(1, m1, models, data, cfg, oracle, times, tracker, {})]
-
+        res.tracker  # noqa: B018 - W&B starts with the run, so that TRL's SFT curves land in it
+        for stage in M1_STAGES:
+            stage(cfg, run_dir, res=res)
+        rows = [stage_eval(cfg, run_dir, 1, res=res)]
         for t in range(1, cfg.iterations + 1):
-            rows.append(_iterate(t, run_dir, models, data, cfg, oracle, tracker))
+            for stage in ITERATION_STAGES:
+                stage(cfg, run_dir, t, res=res)
+            rows.append(stage_eval(cfg, run_dir, t + 1, res=res))
         return rows
     finally:
-        models.free()
-        tracker.finish()
+        res.close()
 
 
-def _iterate(t: int, run_dir: Path, models: _Models, data: SeedData, cfg, oracle, tracker) -> dict:
-    """Iteration t: M_t writes prompts, samples, judges and pairs; DPO gives M_{t+1}."""
+# The stages. Each is a plain function ``(cfg, run_dir, t) -> info`` that reads the files of the
+# stages before it and writes its own, then its ``<stage>.done`` marker (``rundir.run_stage``): a
+# finished stage returns its recorded info without running again. Run on their own (a process
+# each: ``python -m selfreward.stages``), they give the files the loop gives. ``res`` shares the
+# loaded model, the seed data, the oracle and the W&B run between the stages of one process;
+# without it a stage makes its own and frees them at the end. The caller holds the run's lock.
+
+
+class MissingInput(SelfRewardError):
+    """A stage was asked to run before the stage that writes its input finished."""
+
+
+class Resources:
+    """What the stages of one process share, each made when a stage first asks for it: the
+    loaded model (:class:`_Models`, one at a time), the seed data, the oracle and the tracker."""
+
+    def __init__(self, cfg, run_dir: str | Path):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.models = _Models(cfg)
+        self._data: SeedData | None = None
+        self._oracle: Oracle | None = None
+        self._tracker: Tracker | None = None
+
+    @property
+    def data(self) -> SeedData:
+        if self._data is None:
+            self._data = load_data(self.run_dir / "data", self.cfg)
+            self._oracle = make_oracle(self.cfg, self._data)
+        return self._data
+
+    @property
+    def oracle(self) -> Oracle | None:
+        self.data  # noqa: B018 - the oracle is made with the data
+        return self._oracle
+
+    @property
+    def tracker(self) -> Tracker:
+        if self._tracker is None:
+            self._tracker = Tracker(self.cfg, self.run_dir)
+        return self._tracker
+
+    def close(self) -> None:
+        self.models.free()
+        if self._tracker is not None:
+            self._tracker.finish()
+
+
+@contextmanager
+def _resources(cfg, run_dir: Path, res: Resources | None) -> Iterator[Resources]:
+    if res is not None:
+        yield res
+        return
+    res = Resources(cfg, run_dir)
+    try:
+        yield res
+    finally:
+        res.close()
+
+
+def _need(run_dir: Path, stage: str, needed: Path, folder: Path, done_by: str, command: str) -> None:
+    """Stop, naming the missing input ``needed``, unless stage ``done_by`` has finished in ``folder``."""
+    if not is_done(folder, done_by):
+        marker = done_path(folder, done_by).relative_to(run_dir)
+        raise MissingInput(f"stage {stage} needs {needed}, written by stage {done_by}, which has not finished in "
+                           f"{run_dir} (no {marker}); run it first: "
+                           f"python -m selfreward.stages {command} --run-dir {run_dir}")
+
+
+def _need_model(cfg, run_dir: Path, stage: str, t: int) -> None:
+    """M_t must exist: M1 from SFT, later ones from iteration t-1's training stage."""
+    if t < 1:
+        raise SelfRewardError(f"stage {stage}: t={t}; allowed: an integer >= 1 (M1 is the first model)")
+    if t == 1:
+        _need(run_dir, stage, run_dir / "m1" / "model", run_dir / "m1", "sft", "sft")
+    else:
+        objective = cfg.training.objective
+        _need(run_dir, stage, run_dir / f"m{t}" / "model", run_dir / f"m{t}", objective, f"{objective} --t {t - 1}")
+
+
+def _need_data(cfg, run_dir: Path, stage: str) -> None:
+    _need(run_dir, stage, run_dir / "data", run_dir / "data", "data", "data")
+    if (run_dir / "data" / "eft_groups.jsonl").is_file():
+        _need(run_dir, stage, run_dir / "data" / "eft.jsonl", run_dir / "m1", "eft", "eft")
+
+
+def stage_data(cfg, run_dir: str | Path, t: int | None = None, *, res: Resources | None = None) -> dict:
+    """Seed and held-out data into ``data/`` (``t`` is not used)."""
+    data_dir = Path(run_dir) / "data"
+    return run_stage(data_dir, "data", lambda: prepare_data(cfg, data_dir))
+
+
+def stage_base(cfg, run_dir: str | Path, t: int | None = None, *, res: Resources | None = None) -> dict:
+    """The built-in base model into ``m0/model`` (``{}`` for a model named by ``model.name_or_path``,
+    which is only checked)."""
+    run_dir = Path(run_dir)
+    if cfg.model.name_or_path == "builtin" and not is_done(run_dir / "m0", "base"):
+        _need(run_dir, "base", run_dir / "data", run_dir / "data", "data", "data")
+    return base_model_path(cfg, run_dir, run_dir / "data")[2]
+
+
+def stage_eft(cfg, run_dir: str | Path, t: int | None = None, *, res: Resources | None = None) -> dict:
+    """The paper's EFT data from an SFT-on-IFT model's judgments, for a data source that asks for
+    it (``data/eft_groups.jsonl``, as ``data=oasst``); ``{}`` otherwise."""
+    run_dir = Path(run_dir)
+    data_dir, m1 = run_dir / "data", run_dir / "m1"
+    if is_done(m1, "eft"):
+        return read_done(m1, "eft")
+    _need(run_dir, "eft", data_dir, data_dir, "data", "data")
+    if not (data_dir / "eft_groups.jsonl").is_file():
+        return {}
+    if cfg.model.name_or_path == "builtin":
+        _need(run_dir, "eft", run_dir / "m0" / "model", run_dir / "m0", "base", "base")
+    base, tokenizer = _base_paths(cfg, run_dir)
+    with _resources(cfg, run_dir, res) as res:
+        if _report_to(cfg) == "wandb":
+            res.tracker  # noqa: B018 - TRL's curves join the run's W&B run
+        return run_stage(m1, "eft", lambda: build_eft(base, tokenizer, data_dir, m1, res.models, cfg))
+
+
+def stage_sft(cfg, run_dir: str | Path, t: int | None = None, *, res: Resources | None = None) -> dict:
+    """M1: supervised fine-tuning of the base model on the seed IFT + EFT data (``t`` is not used)."""
+    run_dir = Path(run_dir)
+    m1 = run_dir / "m1"
+    if not is_done(m1, "sft"):
+        _need_data(cfg, run_dir, "sft")
+        if cfg.model.name_or_path == "builtin":
+            _need(run_dir, "sft", run_dir / "m0" / "model", run_dir / "m0", "base", "base")
+    base, tokenizer = _base_paths(cfg, run_dir)
+    with _resources(cfg, run_dir, res) as res:
+        def sft() -> dict:
+            if _report_to(cfg) == "wandb":
+                res.tracker  # noqa: B018 - TRL's curves join the run's W&B run
+            return train_sft(base, sft_examples(res.data, cfg), m1 / "model", cfg, tokenizer_path=tokenizer,
+                             seed=stage_seed(cfg.seed, 1, "sft"), report_to=_report_to(cfg), run_name="sft")
+        return run_stage(m1, "sft", sft)
+
+
+def stage_prompts(cfg, run_dir: str | Path, t: int, *, res: Resources | None = None) -> dict:
+    """Iteration t, self-instruction: M_t (or ``prompts.writer``) writes new prompts into
+    ``m{t+1}/prompts.jsonl``, filtered against the seed prompts and those of earlier iterations."""
+    run_dir = Path(run_dir)
+    out, model = run_dir / f"m{t + 1}", t + 1
+    if not is_done(out, "prompts"):
+        _need_model(cfg, run_dir, "prompts", t)
+        _need_data(cfg, run_dir, "prompts")
+        for k in range(2, model):
+            _need(run_dir, "prompts", run_dir / f"m{k}" / "prompts.jsonl", run_dir / f"m{k}", "prompts",
+                  f"prompts --t {k - 1}")
     current = str(run_dir / f"m{t}" / "model")
-    out = run_dir / f"m{t + 1}"
-    model = t + 1
+    with _resources(cfg, run_dir, res) as res:
+        def prompts() -> dict:
+            writer = current if cfg.prompts.writer == "current" else cfg.prompts.writer
+            earlier = [r["prompt"] for k in range(2, model) for r in read_jsonl(run_dir / f"m{k}" / "prompts.jsonl")]
+            return write_prompts(res.models.get(writer), res.data, cfg, seed=stage_seed(cfg.seed, model, "prompts"),
+                                 out=out, earlier=earlier, oracle=res.oracle)
+        return run_stage(out, "prompts", prompts)
 
-    def engine() -> Engine:
-        return models.get(current)
 
-    def writer() -> Engine:
-        return engine() if cfg.prompts.writer == "current" else models.get(cfg.prompts.writer)
+def stage_candidates(cfg, run_dir: str | Path, t: int, *, res: Resources | None = None) -> dict:
+    """Iteration t: M_t samples N candidates for each prompt into ``m{t+1}/candidates.jsonl``."""
+    run_dir = Path(run_dir)
+    out, model = run_dir / f"m{t + 1}", t + 1
+    if not is_done(out, "candidates"):
+        _need_model(cfg, run_dir, "candidates", t)
+        _need(run_dir, "candidates", out / "prompts.jsonl", out, "prompts", f"prompts --t {t}")
+    with _resources(cfg, run_dir, res) as res:
+        return run_stage(out, "candidates", lambda: write_candidates(
+            res.models.get(str(run_dir / f"m{t}" / "model")), cfg, seed=stage_seed(cfg.seed, model, "candidates"),
+            out=out))
 
-    earlier = [r["prompt"] for k in range(2, model) for r in read_jsonl(run_dir / f"m{k}" / "prompts.jsonl")]
-    info = {
-        "prompts": run_stage(out, "prompts", lambda: write_prompts(
-            writer(), data, cfg, seed=stage_seed(cfg.seed, model, "prompts"), out=out, earlier=earlier,
-            oracle=oracle)),
-        "candidates": run_stage(out, "candidates", lambda: write_candidates(
-            engine(), cfg, seed=stage_seed(cfg.seed, model, "candidates"), out=out)),
-        "judgments": run_stage(out, "judgments", lambda: write_judgments(
-            Context(cfg, stage_seed(cfg.seed, model, "judgments"), policy=engine, engine=models.get, oracle=oracle,
-                    data=data, run_dir=run_dir),
-            cfg, out=out)),
-        "pairs": run_stage(out, "pairs", lambda: write_pairs(
-            cfg, seed=stage_seed(cfg.seed, model, "pairs"), out=out, model=model, oracle=oracle)),
-    }
+
+def stage_judgments(cfg, run_dir: str | Path, t: int, *, res: Resources | None = None) -> dict:
+    """Iteration t: every candidate scored by the configured reward into ``m{t+1}/judgments.jsonl``."""
+    run_dir = Path(run_dir)
+    out, model = run_dir / f"m{t + 1}", t + 1
+    if not is_done(out, "judgments"):
+        _need_model(cfg, run_dir, "judgments", t)
+        _need_data(cfg, run_dir, "judgments")
+        _need(run_dir, "judgments", out / "candidates.jsonl", out, "candidates", f"candidates --t {t}")
+    current = str(run_dir / f"m{t}" / "model")
+    with _resources(cfg, run_dir, res) as res:
+        return run_stage(out, "judgments", lambda: write_judgments(
+            Context(cfg, stage_seed(cfg.seed, model, "judgments"), policy=lambda: res.models.get(current),
+                    engine=res.models.get, oracle=res.oracle, data=res.data, run_dir=run_dir),
+            cfg, out=out))
+
+
+def stage_pairs(cfg, run_dir: str | Path, t: int, *, res: Resources | None = None) -> dict:
+    """Iteration t: preference pairs from the judged candidates into ``m{t+1}/pairs.jsonl``."""
+    run_dir = Path(run_dir)
+    out, model = run_dir / f"m{t + 1}", t + 1
+    if not is_done(out, "pairs"):
+        _need_data(cfg, run_dir, "pairs")
+        _need(run_dir, "pairs", out / "judgments.jsonl", out, "judgments", f"judgments --t {t}")
+    with _resources(cfg, run_dir, res) as res:
+        return run_stage(out, "pairs", lambda: write_pairs(
+            cfg, seed=stage_seed(cfg.seed, model, "pairs"), out=out, model=model, oracle=res.oracle))
+
+
+def stage_train(cfg, run_dir: str | Path, t: int, *, res: Resources | None = None) -> dict:
+    """Iteration t: M_{t+1} into ``m{t+1}/model`` by ``training.objective``: DPO on the pairs
+    (the stage and marker named ``dpo``), SFT on the chosen answers (``sft_best``) or on the
+    top-scored candidates (``rft``)."""
+    run_dir = Path(run_dir)
+    out, model = run_dir / f"m{t + 1}", t + 1
+    objective = cfg.training.objective
+    current = str(run_dir / f"m{t}" / "model")
+    if not is_done(out, objective):
+        _need_model(cfg, run_dir, objective, t)
+        _need_model(cfg, run_dir, objective, 1)  # the DPO reference with training.dpo.reference=sft
+        _need(run_dir, objective, out / "pairs.jsonl", out, "pairs", f"pairs --t {t}")
     reference = current if cfg.training.dpo.reference == "previous" else str(run_dir / "m1" / "model")
 
-    def dpo() -> dict:
-        models.free()
-        return train_dpo(current, reference, read_jsonl(out / "pairs.jsonl"), out / "model", cfg,
-                         seed=stage_seed(cfg.seed, model, "dpo"), report_to=_report_to(cfg), run_name=f"dpo-m{model}")
+    with _resources(cfg, run_dir, res) as res:
+        models = res.models
 
-    def sft_best() -> dict:
-        models.free()
-        chosen = [{"prompt": p["prompt"], "completion": p["chosen"]} for p in read_jsonl(out / "pairs.jsonl")]
-        return train_sft(current, chosen, out / "model", cfg, seed=stage_seed(cfg.seed, model, "sft_best"),
-                         stage_cfg=cfg.training.sft_best, report_to=_report_to(cfg), run_name=f"sft-best-m{model}")
+        def dpo() -> dict:
+            models.free()
+            return train_dpo(current, reference, read_jsonl(out / "pairs.jsonl"), out / "model", cfg,
+                             seed=stage_seed(cfg.seed, model, "dpo"), report_to=_report_to(cfg),
+                             run_name=f"dpo-m{model}")
 
-    def rft() -> dict:
-        models.free()
-        unique = rft_examples(read_jsonl(out / "judgments.jsonl"), cfg.judge.max_score)
-        if not unique:
-            raise SelfRewardError(f"iteration {t}: no candidate got the top score {cfg.judge.max_score}; "
-                                  f"rejection-sampling fine-tuning has nothing to train on ({out / 'judgments.jsonl'})")
-        result = train_sft(current, unique, out / "model", cfg, seed=stage_seed(cfg.seed, model, "rft"),
-                           stage_cfg=cfg.training.rft, report_to=_report_to(cfg), run_name=f"rft-m{model}")
-        return {**result, "examples": len(unique)}
+        def sft_best() -> dict:
+            models.free()
+            chosen = [{"prompt": p["prompt"], "completion": p["chosen"]} for p in read_jsonl(out / "pairs.jsonl")]
+            return train_sft(current, chosen, out / "model", cfg, seed=stage_seed(cfg.seed, model, "sft_best"),
+                             stage_cfg=cfg.training.sft_best, report_to=_report_to(cfg),
+                             run_name=f"sft-best-m{model}")
 
-    objective = cfg.training.objective
-    train = {"dpo": dpo, "sft_best": sft_best, "rft": rft}[objective]
-    info[objective] = run_stage(out, objective, train)
+        def rft() -> dict:
+            models.free()
+            unique = rft_examples(read_jsonl(out / "judgments.jsonl"), cfg.judge.max_score)
+            if not unique:
+                raise SelfRewardError(f"iteration {t}: no candidate got the top score {cfg.judge.max_score}; "
+                                      f"rejection-sampling fine-tuning has nothing to train on "
+                                      f"({out / 'judgments.jsonl'})")
+            result = train_sft(current, unique, out / "model", cfg, seed=stage_seed(cfg.seed, model, "rft"),
+                               stage_cfg=cfg.training.rft, report_to=_report_to(cfg), run_name=f"rft-m{model}")
+            return {**result, "examples": len(unique)}
+
+        train = {"dpo": dpo, "sft_best": sft_best, "rft": rft}[objective]
+        if _report_to(cfg) == "wandb" and not is_done(out, objective):
+            res.tracker  # noqa: B018 - TRL's curves join the run's W&B run
+        return run_stage(out, objective, train)
+
+
+def stage_eval(cfg, run_dir: str | Path, t: int, *, res: Resources | None = None) -> dict:
+    """M_t's held-out measurements (``m{t}/eval*.json[l]``, once), then its metrics row: written to
+    ``m{t}/metrics.json``, ``metrics.jsonl`` rebuilt, logged; returns the row. The row's counts and
+    times are read from the markers of the stages that made M_t."""
+    run_dir = Path(run_dir)
+    folder = run_dir / f"m{t}"
+    _need_model(cfg, run_dir, "eval", t)
+    if t == 1:
+        done = [(run_dir / "data", "data"), (run_dir / "m0", "base"), (folder, "eft"), (folder, "sft")]
+        info = {stage: read_done(where, stage) for where, stage in done if is_done(where, stage)}
+        counts, sample_pairs = {}, None
+    else:
+        stages = ("prompts", "candidates", "judgments", "pairs", cfg.training.objective)
+        info = {stage: read_done(folder, stage) for stage in stages}
+        counts = _iteration_counts(info)
+        sample_pairs = read_jsonl(folder / "pairs.jsonl")
     times = {stage: i["seconds"] for stage, i in info.items()}
+    with _resources(cfg, run_dir, res) as res:
+        return _measure(t, folder, res, cfg, times, counts, sample_pairs=sample_pairs)
+
+
+M1_STAGES = (stage_data, stage_base, stage_eft, stage_sft)
+ITERATION_STAGES = (stage_prompts, stage_candidates, stage_judgments, stage_pairs, stage_train)
+
+
+def _iteration_counts(info: dict) -> dict:
+    """The metrics row's counts of the iteration that made a model, from its stages' infos."""
     counts = {
         "prompts/count": info["prompts"]["count"],
         "pairs/count": info["pairs"]["count"],
@@ -456,16 +673,17 @@ def _iterate(t: int, run_dir: Path, models: _Models, data: SeedData, cfg, oracle
     counts.update({k: v for k, v in info["pairs"].items() if k.startswith("self_judge/")})
     if "valid_rate" in info["prompts"]:
         counts["prompts/valid_rate"] = info["prompts"]["valid_rate"]
-    return _measure(model, out, models, data, cfg, oracle, times, tracker, counts,
-                    sample_pairs=read_jsonl(out / "pairs.jsonl"))
+    return counts
 
 
-def _measure(model: int, folder: Path, models: _Models, data: SeedData, cfg, oracle, times: dict, tracker,
-             counts: dict, sample_pairs: list[dict] | None = None) -> dict:
+def _measure(model: int, folder: Path, res: Resources, cfg, times: dict, counts: dict,
+             sample_pairs: list[dict] | None = None) -> dict:
     """Evaluate M_t (once), write its metrics row, rewrite metrics.jsonl and log."""
     path = str(folder / "model")
+    models = res.models
 
     def evaluate() -> dict:
+        data, oracle = res.data, res.oracle
         engine = models.get(path)
         seed = stage_seed(cfg.seed, model, "eval")
         result = evaluate_judge(engine, data, cfg, seed=seed, out_dir=folder)
@@ -492,7 +710,7 @@ def _measure(model: int, folder: Path, models: _Models, data: SeedData, cfg, ora
     }
     write_json(folder / "metrics.json", row)
     _rewrite_metrics(folder.parent)
-    tracker.log_model(row, sample_pairs)
+    res.tracker.log_model(row, sample_pairs)
     return row
 
 

@@ -26,11 +26,14 @@ the framework's pairs for DPO (same number of DPO steps), so every stage has the
 the counts are printed. The post-processing (prompt filters, score parsing, pair building,
 metrics) is the framework's own in both: only how the model is run differs.
 
-A third column (``--what-if``, on by default) times the framework's DPO stage
-(``training.train_dpo``, unchanged) once more with TRL's ``precompute_ref_log_probs=True``: a
-speed-up the framework does not use today.
+Prints the wall and CPU seconds per stage, the ratio naive / framework per stage and in total
+(the CPU ratio is the check on a shared machine, where the wall clock also counts the others'
+load), and two measurements of what limits the ratio:
 
-Prints the seconds per stage, the ratio naive / framework per stage and in total.
+- the share of the prompts stage spent in the prompt filters, which both pipelines run alike;
+- ``--what-if ROUNDS`` (on by default): the framework's DPO stage (``training.train_dpo``,
+  unchanged) timed again as it is and with TRL's ``precompute_ref_log_probs=True`` (a speed-up
+  the framework does not use today), alternately, the best of ROUNDS each.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ QUICK = dict(requests=16, candidates=4, repeats=2, eval_prompts=8, judge_eval=4,
              sft_epochs=5, dpo_epochs=1, smoke=True)
 # The default measurement: the default config (model=tiny, N=8, 3 judgments, 4 DPO epochs) with
 # fewer requests and held-out items, so that the naive pipeline finishes in minutes.
-FULL = dict(requests=160, candidates=None, repeats=None, eval_prompts=64, judge_eval=16, n_ift=1600, n_eft=2000,
+FULL = dict(requests=128, candidates=None, repeats=None, eval_prompts=64, judge_eval=16, n_ift=1600, n_eft=2000,
             sft_epochs=2, dpo_epochs=None, smoke=False)
 
 
@@ -179,9 +182,9 @@ def naive_dpo(model_path: str, pairs: list[dict], out_dir: Path, cfg, seed: int)
     return trainer.state.global_step
 
 
-def run_naive(cfg, run_dir: Path, out: Path) -> tuple[dict, dict]:
+def run_naive(cfg, run_dir: Path, out: Path) -> tuple[dict, dict, dict]:
     """The naive pipeline's stages on M1 of ``run_dir``, each on the framework's inputs; the
-    seconds per stage and the work done."""
+    wall and CPU seconds per stage and the work done."""
     from transformers import AutoModelForCausalLM
 
     from selfreward.data import load_data, make_oracle
@@ -197,12 +200,12 @@ def run_naive(cfg, run_dir: Path, out: Path) -> tuple[dict, dict]:
     m1 = str(run_dir / "m1" / "model")
     framework = run_dir / "m2"
     out.mkdir(parents=True, exist_ok=True)
-    times, work = {}, {}
+    times, cpu, work = {}, {}, {}
 
     def timed(stage, fn):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = fn()
-        times[stage] = time.perf_counter() - start
+        times[stage], cpu[stage] = time.perf_counter() - start, time.process_time() - start_cpu
         print(f"  naive {stage}: {times[stage]:.1f} s", file=sys.stderr, flush=True)
         return result
 
@@ -225,6 +228,7 @@ def run_naive(cfg, run_dir: Path, out: Path) -> tuple[dict, dict]:
     calls = engine.calls
     info = timed("candidates", lambda: write_candidates(engine, cfg, seed=stage_seed(cfg.seed, 2, "candidates"),
                                                         out=out))
+    work["counts"] = {"prompts": info["prompts"], "candidates": info["candidates"]}
     work["candidates"] = f"{info['prompts']} prompts x {cfg.generation.n_candidates} = {info['candidates']} " \
                          f"({engine.calls - calls} generate calls)"
 
@@ -251,6 +255,7 @@ def run_naive(cfg, run_dir: Path, out: Path) -> tuple[dict, dict]:
     pairs = read_jsonl(framework / "pairs.jsonl")
     steps = timed("dpo", lambda: naive_dpo(m1, pairs, out, cfg, stage_seed(cfg.seed, 2, "dpo")))
     work["dpo"] = f"{len(pairs)} pairs, {steps} steps"
+    work["counts"].update(pairs=len(pairs), dpo_steps=steps)
 
     def evaluate():
         engine = load(str(out / "model"))
@@ -261,7 +266,7 @@ def run_naive(cfg, run_dir: Path, out: Path) -> tuple[dict, dict]:
         evaluate_policy(engine, data, cfg, oracle, seed=seed + 1, out_dir=out)
         return engine.calls
     work["eval"] = f"{timed('eval', evaluate)} generate calls"
-    return times, work
+    return times, cpu, work
 
 
 def framework_work(run_dir: Path) -> dict:
@@ -271,6 +276,8 @@ def framework_work(run_dir: Path) -> dict:
     info = {s: read_done(m2, s) for s in STAGES[:-1]}
     eval_items = len(read_jsonl(m2 / "eval_judge.jsonl")), len(read_jsonl(m2 / "eval_policy.jsonl"))
     return {
+        "counts": {"prompts": info["candidates"]["prompts"], "candidates": info["candidates"]["candidates"],
+                   "pairs": info["pairs"]["count"], "dpo_steps": info["dpo"]["steps"]},
         "prompts": f"{info['prompts']['requests']} requests, {info['prompts']['count']} kept",
         "candidates": f"{info['candidates']['prompts']} prompts, {info['candidates']['candidates']} candidates",
         "judgments": f"{info['judgments']['distinct_candidates']} distinct candidates judged, "
@@ -281,24 +288,50 @@ def framework_work(run_dir: Path) -> dict:
     }
 
 
-def what_if_precompute(cfg, run_dir: Path, out: Path) -> float:
-    """The framework's own DPO stage (``training.train_dpo``) with TRL's precompute_ref_log_probs."""
+def dpo_what_if(cfg, run_dir: Path, out: Path, rounds: int) -> dict:
+    """The framework's own DPO stage (``training.train_dpo``, unchanged) as it is and with TRL's
+    ``precompute_ref_log_probs=True``, alternately, ``rounds`` times each; the best wall and CPU
+    seconds of each."""
     import trl
 
     from selfreward.loop import stage_seed
     from selfreward.rundir import read_jsonl
     from selfreward.training import train_dpo
 
+    m1 = str(run_dir / "m1" / "model")
+    pairs = read_jsonl(run_dir / "m2" / "pairs.jsonl")
     original = trl.DPOConfig
-    trl.DPOConfig = functools.partial(original, precompute_ref_log_probs=True)
-    try:
-        m1 = str(run_dir / "m1" / "model")
-        start = time.perf_counter()
-        train_dpo(m1, m1, read_jsonl(run_dir / "m2" / "pairs.jsonl"), out / "model", cfg,
-                  seed=stage_seed(cfg.seed, 2, "dpo"))
-        return time.perf_counter() - start
-    finally:
-        trl.DPOConfig = original
+    best = {"as_is": [float("inf")] * 2, "precompute": [float("inf")] * 2}
+    for _ in range(rounds):
+        for name in best:
+            if name == "precompute":
+                trl.DPOConfig = functools.partial(original, precompute_ref_log_probs=True)
+            try:
+                wall, cpu = time.perf_counter(), time.process_time()
+                train_dpo(m1, m1, pairs, out / name / "model", cfg, seed=stage_seed(cfg.seed, 2, "dpo"))
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            finally:
+                trl.DPOConfig = original
+            best[name] = [min(best[name][0], wall), min(best[name][1], cpu)]
+    return best
+
+
+def prompt_filter_seconds(cfg, run_dir: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of the framework's prompt filters (``prompts.filter_prompts``, run by
+    both pipelines) on the framework's self-instruction outputs of this iteration."""
+    from selfreward.data import load_data
+    from selfreward.prompts import filter_prompts
+    from selfreward.rundir import read_jsonl
+
+    p = cfg.prompts
+    pool = load_data(run_dir / "data", cfg).seed_prompts
+    outputs = [r["output"] for r in read_jsonl(run_dir / "m2" / "prompts_raw.jsonl")]
+    texts = [next((line.strip() for line in o.splitlines() if line.strip()), "") if p.first_line_only
+             else o.strip() for o in outputs]
+    wall, cpu = time.perf_counter(), time.process_time()
+    filter_prompts(texts, pool, min_chars=p.min_chars, max_chars=p.max_chars, max_rouge_l=p.max_rouge_l,
+                   banned_keywords=p.banned_keywords)
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main() -> None:
@@ -316,11 +349,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads (config key threads)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more config overrides")
-    parser.add_argument("--no-what-if", dest="what_if", action="store_false",
-                        help="skip timing the framework's DPO with precompute_ref_log_probs=True")
+    parser.add_argument("--what-if", type=int, metavar="ROUNDS",
+                        help="time the framework's DPO as it is and with precompute_ref_log_probs=True, "
+                             "alternately, this many rounds each (0: skip; default 2, 1 with --quick)")
     parser.add_argument("--workdir", help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
+    if args.what_if is None:
+        args.what_if = 1 if args.quick else 2
 
     import logging
     import os
@@ -348,40 +384,74 @@ def main() -> None:
     start = time.perf_counter()
     loop.run(cfg, run_dir)  # data, base model, M1 (SFT) and its evaluation: not timed
     setup = time.perf_counter() - start
+
+    # The framework: loop.run resumes with one iteration. Its stages record their wall seconds
+    # (m2/metrics.json); their CPU seconds are read around each stage here.
+    fw_cpu = {}
+    run_stage = loop.run_stage
+
+    def cpu_timed_stage(folder, stage, fn):
+        def wrapped():
+            start_cpu = time.process_time()
+            try:
+                return fn()
+            finally:
+                if Path(folder).name == "m2":
+                    fw_cpu[stage] = time.process_time() - start_cpu
+        return run_stage(folder, stage, wrapped)
+
     cfg1 = compose([*over, "iterations=1"])
-    start = time.perf_counter()
-    loop.run(cfg1, run_dir)  # iteration 1 and M2's evaluation: the framework's stages
-    framework_wall = time.perf_counter() - start
+    loop.run_stage = cpu_timed_stage
+    try:
+        start = time.perf_counter()
+        loop.run(cfg1, run_dir)  # iteration 1 and M2's evaluation: the framework's stages
+        framework_wall = time.perf_counter() - start
+    finally:
+        loop.run_stage = run_stage
     metrics = json.loads((run_dir / "m2" / "metrics.json").read_text())
     fw = {s: metrics[f"time/{s}_s"] for s in STAGES}
 
-    naive, naive_work = run_naive(cfg1, run_dir, work_dir / "naive")
-    what_if = what_if_precompute(cfg1, run_dir, work_dir / "what_if") if args.what_if else None
+    naive, naive_cpu, naive_work = run_naive(cfg1, run_dir, work_dir / "naive")
+    filter_s = prompt_filter_seconds(cfg1, run_dir)
+    what_if = dpo_what_if(cfg1, run_dir, work_dir / "what_if", args.what_if) if args.what_if else None
 
-    from transformers import AutoConfig
+    from transformers import AutoModelForCausalLM
 
-    model_cfg = AutoConfig.from_pretrained(str(run_dir / "m1" / "model"))
-    print(f"\nmodel: {cfg.model.name_or_path} (hidden {model_cfg.hidden_size}, {model_cfg.num_hidden_layers} layers), "
-          f"{torch.get_num_threads()} torch threads, generation batch size {cfg.generation.batch_size}; "
-          f"setup (M1) {setup:.0f} s, framework loop.run wall {framework_wall:.1f} s")
+    m1_model = AutoModelForCausalLM.from_pretrained(str(run_dir / "m1" / "model"))
+    model_cfg, params = m1_model.config, sum(p.numel() for p in m1_model.parameters())
+    print(f"\nmodel: {cfg.model.name_or_path} ({params / 1e6:.2f} M parameters, hidden {model_cfg.hidden_size}, "
+          f"{model_cfg.num_hidden_layers} layers), {torch.get_num_threads()} torch threads, generation batch size "
+          f"{cfg.generation.batch_size}; setup (M1, not timed) {setup:.0f} s, framework loop.run wall "
+          f"{framework_wall:.1f} s")
     print("\nwork per stage (framework | naive):")
     fw_work = framework_work(run_dir)
     for s in STAGES:
         print(f"  {s:<11} {fw_work[s]} | {naive_work[s]}")
-    print(f"\n{'stage':<11} {'framework_s':>12} {'naive_s':>10} {'ratio':>8}")
-    for s in STAGES:
-        print(f"{s:<11} {fw[s]:>12.2f} {naive[s]:>10.2f} {naive[s] / fw[s]:>7.1f}x")
     total_fw, total_naive = sum(fw.values()), sum(naive.values())
-    print(f"{'total':<11} {total_fw:>12.2f} {total_naive:>10.2f} {total_naive / total_fw:>7.1f}x")
+    total_fw_cpu, total_naive_cpu = sum(fw_cpu[s] for s in STAGES), sum(naive_cpu.values())
+    print(f"\n{'stage':<11} {'framework_s':>12} {'naive_s':>10} {'ratio':>8}   {'framework_cpu_s':>16} "
+          f"{'naive_cpu_s':>12} {'cpu_ratio':>10}")
+    for s in STAGES:
+        print(f"{s:<11} {fw[s]:>12.2f} {naive[s]:>10.2f} {naive[s] / fw[s]:>7.1f}x   {fw_cpu[s]:>16.2f} "
+              f"{naive_cpu[s]:>12.2f} {naive_cpu[s] / fw_cpu[s]:>9.1f}x")
+    print(f"{'total':<11} {total_fw:>12.2f} {total_naive:>10.2f} {total_naive / total_fw:>7.1f}x   "
+          f"{total_fw_cpu:>16.2f} {total_naive_cpu:>12.2f} {total_naive_cpu / total_fw_cpu:>9.1f}x")
+    print(f"\nprompts: the prompt filters (prompts.filter_prompts, the same code in both pipelines) take "
+          f"{filter_s[0]:.2f} s ({filter_s[1]:.2f} s CPU) of each prompts stage")
+    result = {
+        "overrides": over, "threads": torch.get_num_threads(), "setup_s": setup, "framework_s": fw,
+        "naive_s": naive, "ratio": {s: naive[s] / fw[s] for s in STAGES}, "total_ratio": total_naive / total_fw,
+        "framework_cpu_s": fw_cpu, "naive_cpu_s": naive_cpu, "total_cpu_ratio": total_naive_cpu / total_fw_cpu,
+        "prompt_filter_s": filter_s[0], "work": {"framework": fw_work, "naive": naive_work}}
     if what_if is not None:
-        print(f"\nwhat-if: the framework's DPO with precompute_ref_log_probs=True: {what_if:.2f} s "
-              f"(now {fw['dpo']:.2f} s, {fw['dpo'] / what_if:.2f}x; naive/what-if {naive['dpo'] / what_if:.1f}x); "
-              f"total with it {total_naive / (total_fw - fw['dpo'] + what_if):.1f}x")
+        (a, a_cpu), (b, b_cpu) = what_if["as_is"], what_if["precompute"]
+        dpo_then = fw["dpo"] * b / a
+        print(f"what-if, DPO: the framework's train_dpo again, best of {args.what_if}: as it is {a:.2f} s "
+              f"({a_cpu:.2f} s CPU), with TRL precompute_ref_log_probs=True {b:.2f} s ({b_cpu:.2f} s CPU): "
+              f"{a / b:.2f}x; the total ratio with it would be {total_naive / (total_fw - fw['dpo'] + dpo_then):.1f}x")
+        result["what_if_dpo_s"] = {"as_is": a, "precompute_ref_log_probs": b}
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "overrides": over, "threads": torch.get_num_threads(), "setup_s": setup, "framework_s": fw,
-            "naive_s": naive, "ratio": {s: naive[s] / fw[s] for s in STAGES}, "total_ratio": total_naive / total_fw,
-            "what_if_precompute_dpo_s": what_if, "work": {"framework": fw_work, "naive": naive_work}}, indent=1))
+        Path(args.json).write_text(json.dumps(result, indent=1))
     if not args.workdir:
         shutil.rmtree(work_dir, ignore_errors=True)
 

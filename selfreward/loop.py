@@ -20,7 +20,10 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
+import os
 import random
+import shlex
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,6 +76,13 @@ log = logging.getLogger(__name__)
 
 # Keys that may change between a run and its resumption without changing its results.
 RESUMABLE_KEYS = ("iterations", "logger", "threads")
+
+# How the loop starts its training stages, when set: a command that runs a Python module, e.g.
+# "accelerate launch --num_processes 8" or "python". Each training stage (sft, dpo, sft_best, rft)
+# then runs as `<command> -m selfreward.stages STAGE ...` in processes of its own, which free their
+# GPU memory when they end. How a run is launched is no part of its config: results do not depend on
+# it (one process gives the same files), and a run may resume under another launcher.
+TRAIN_LAUNCHER = "SELFREWARD_TRAIN_LAUNCHER"
 
 
 def stage_seed(seed: int, model: int, stage: str) -> int:
@@ -369,7 +379,7 @@ def _run(cfg, run_dir: Path) -> list[dict]:
     """The loop: the stages below, in order, sharing one :class:`Resources` (one model loaded at a time)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    res = Resources(cfg, run_dir)
+    res = Resources(cfg, run_dir, train_launcher=os.environ.get(TRAIN_LAUNCHER) or None)
     try:
         res.tracker  # noqa: B018 - W&B starts with the run, so that TRL's SFT curves land in it
         for stage in M1_STAGES:
@@ -398,10 +408,12 @@ class MissingInput(SelfRewardError):
 
 class Resources:
     """What the stages of one process share, each made when a stage first asks for it: the
-    loaded model (:class:`_Models`, one at a time), the seed data, the oracle and the tracker."""
+    loaded model (:class:`_Models`, one at a time), the seed data, the oracle and the tracker.
+    ``train_launcher`` (see :data:`TRAIN_LAUNCHER`) runs the training stages in processes of their own."""
 
-    def __init__(self, cfg, run_dir: str | Path):
+    def __init__(self, cfg, run_dir: str | Path, train_launcher: str | None = None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.train_launcher = train_launcher
         self.models = _Models(cfg)
         self._data: SeedData | None = None
         self._oracle: Oracle | None = None
@@ -441,6 +453,22 @@ def _resources(cfg, run_dir: Path, res: Resources | None) -> Iterator[Resources]
         yield res
     finally:
         res.close()
+
+
+def _own_process(res: Resources, stage: str, folder: Path, t: int | None = None) -> dict:
+    """Run training stage ``stage`` as ``<res.train_launcher> -m selfreward.stages STAGE`` (this
+    process holds the run's lock and keeps its W&B run), then return the info its marker records."""
+    command = [*shlex.split(res.train_launcher), "-m", "selfreward.stages", stage, "--run-dir", str(res.run_dir),
+               "--no-lock", *(["--t", str(t)] if t is not None else [])]
+    if res.cfg.threads:
+        command.append(f"threads={res.cfg.threads}")
+    res.models.free()  # the training processes get the device's memory
+    log.info("stage %s in its own process: %s", stage, shlex.join(command))
+    code = subprocess.run(command).returncode
+    if code != 0 or not is_done(folder, stage):
+        raise SelfRewardError(f"stage {stage} failed in its own process (exit code {code}; its messages are "
+                              f"above): {shlex.join(command)}")
+    return read_done(folder, stage)
 
 
 def _need(run_dir: Path, stage: str, needed: Path, folder: Path, done_by: str, command: str) -> None:
@@ -513,6 +541,9 @@ def stage_sft(cfg, run_dir: str | Path, t: int | None = None, *, res: Resources 
             _need(run_dir, "sft", run_dir / "m0" / "model", run_dir / "m0", "base", "base")
     base, tokenizer = _base_paths(cfg, run_dir)
     with _resources(cfg, run_dir, res) as res:
+        if res.train_launcher and not is_done(m1, "sft"):
+            return _own_process(res, "sft", m1)
+
         def sft() -> dict:
             if _report_to(cfg) == "wandb":
                 res.tracker  # noqa: B018 - TRL's curves join the run's W&B run
@@ -625,6 +656,8 @@ def stage_train(cfg, run_dir: str | Path, t: int, *, res: Resources | None = Non
             return {**result, "examples": len(unique)}
 
         train = {"dpo": dpo, "sft_best": sft_best, "rft": rft}[objective]
+        if res.train_launcher and not is_done(out, objective):
+            return _own_process(res, objective, out, t)
         if _report_to(cfg) == "wandb" and not is_done(out, objective):
             res.tracker  # noqa: B018 - TRL's curves join the run's W&B run
         return run_stage(out, objective, train)

@@ -102,10 +102,12 @@ def load_config(run_dir: str | Path, overrides: list[str] = ()):
     return cfg
 
 
-def run_stage(name: str, run_dir: str | Path, t: int | None = None, overrides: list[str] = ()) -> dict:
+def run_stage(name: str, run_dir: str | Path, t: int | None = None, overrides: list[str] = (), *,
+              lock: bool = True) -> dict:
     """Run stage ``name`` against ``run_dir`` (``config``: write the run's config from Hydra
-    overrides); return its info. Holds the run directory's lock while it runs, in the main process
-    of a multi-process launch (``RANK`` 0) only, since its other processes are the same stage."""
+    overrides); return its info. Holds the run directory's lock while it runs (unless ``lock`` is
+    false: the loop that launched it holds it), in the main process of a multi-process launch
+    (``RANK`` 0) only, since its other processes are the same stage."""
     run_dir = Path(run_dir)
     if name == "config":
         from selfreward.loop import check_config
@@ -130,7 +132,7 @@ def run_stage(name: str, run_dir: str | Path, t: int | None = None, overrides: l
 
         torch.set_num_threads(cfg.threads)
     stage = _stages()[name]
-    if os.environ.get("RANK", "0") != "0":
+    if not lock or os.environ.get("RANK", "0") != "0":
         return stage(cfg, run_dir, t)
     with lock_run_dir(run_dir):
         return stage(cfg, run_dir, t)
@@ -142,12 +144,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("stage", choices=NAMES)
     parser.add_argument("--run-dir", required=True, help="the run directory (its config.yaml is the config)")
     parser.add_argument("--t", type=int, default=None, help="the model M_T the stage works with")
+    parser.add_argument("--no-lock", action="store_true",
+                        help="do not take the run directory's lock: the loop that started this stage holds it")
     parser.add_argument("overrides", nargs="*", help="config: Hydra overrides; other stages: key=value of a "
                                                      "key a resumed run may change (threads, logger, iterations)")
     args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     try:
-        info = run_stage(args.stage, args.run_dir, args.t, args.overrides)
+        info = run_stage(args.stage, args.run_dir, args.t, args.overrides, lock=not args.no_lock)
     except SelfRewardError as e:
         print(f"selfreward: error: {e}", file=sys.stderr)
         sys.exit(2 if isinstance(e, ConfigError) else 1)

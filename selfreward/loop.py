@@ -475,9 +475,10 @@ def _need(run_dir: Path, stage: str, needed: Path, folder: Path, done_by: str, c
     """Stop, naming the missing input ``needed``, unless stage ``done_by`` has finished in ``folder``."""
     if not is_done(folder, done_by):
         marker = done_path(folder, done_by).relative_to(run_dir)
+        name, _, t = command.partition(" ")
         raise MissingInput(f"stage {stage} needs {needed}, written by stage {done_by}, which has not finished in "
                            f"{run_dir} (no {marker}); run it first: "
-                           f"python -m selfreward.stages {command} --run-dir {run_dir}")
+                           f"python -m selfreward.stages {name} --run-dir {run_dir}{' ' + t if t else ''}")
 
 
 def _need_model(cfg, run_dir: Path, stage: str, t: int) -> None:

@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print(f"selfreward: interrupted; run the same command again to redo stage {args.stage}", file=sys.stderr)
         sys.exit(130)
-    print(json.dumps(info, sort_keys=True, default=str))
+    # As the marker records it (numpy and torch scalars as numbers).
+    print(json.dumps(info, sort_keys=True, default=lambda x: x.item() if hasattr(x, "item") else str(x)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,105 @@
+"""Every stage runs on its own, in a process of its own, against a run directory, and gives the
+files of the loop run in one process; a stage whose input is missing names it."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import TINY
+from safetensors.torch import load_file
+
+from selfreward import stages
+from selfreward.rundir import read_json, read_jsonl
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+# One CPU process: the stage runs under accelerate's launcher as it would on GPUs.
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+def _stage(*args, launcher=(sys.executable,)):
+    """``python -m selfreward.stages ARGS`` in a new process; the info it prints."""
+    done = subprocess.run([*launcher, "-m", "selfreward.stages", *args], env=ENV, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _stripped(row):
+    """A metrics row or a stage's info without wall times, which differ between any two runs."""
+    return {k: v for k, v in row.items() if not k.startswith("time/") and k != "seconds"}
+
+
+def test_the_stages_run_one_by_one_in_their_own_processes_give_the_loops_files(tiny_run, tmp_path):
+    # M1 as the loop made it (its config, data, base model, M1 and M1's measurements) ...
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(tiny_run / "config.yaml", run)
+    for folder in ("data", "m0", "m1"):
+        shutil.copytree(tiny_run / folder, run / folder)
+    # ... then iteration 1, one process per stage; DPO under `accelerate launch`.
+    infos = {name: _stage(name, "--run-dir", str(run), "--t", "1")
+             for name in ("prompts", "candidates", "judgments", "pairs")}
+    infos["dpo"] = _stage("dpo", "--run-dir", str(run), "--t", "1", launcher=ACCELERATE)
+    row = _stage("eval", "--run-dir", str(run), "--t", "2")
+
+    loop_m2, m2 = tiny_run / "m2", run / "m2"
+    for name in ("prompts_raw.jsonl", "prompts.jsonl", "candidates.jsonl", "judgments.jsonl", "pairs.jsonl",
+                 "eval.json", "eval_judge.jsonl", "eval_policy.jsonl"):
+        assert (m2 / name).read_bytes() == (loop_m2 / name).read_bytes(), name
+    a, b = load_file(loop_m2 / "model" / "model.safetensors"), load_file(m2 / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # What each stage reports is what its marker records, and the loop's stages recorded the same.
+    for name, info in infos.items():
+        assert info == read_json(m2 / f"{name}.done")
+        assert _stripped(info) == _stripped(read_json(loop_m2 / f"{name}.done")), name
+    assert _stripped(row) == _stripped(read_json(loop_m2 / "metrics.json"))
+    assert [_stripped(r) for r in read_jsonl(run / "metrics.jsonl")] == \
+        [_stripped(r) for r in read_jsonl(tiny_run / "metrics.jsonl")[:2]]
+    # A finished stage is not run again: it reports its marker.
+    assert stages.run_stage("pairs", run, 1) == infos["pairs"]
+
+
+def _main(*args):
+    """``stages.main`` in this process: (exit code, stderr's last line)."""
+    with pytest.raises(SystemExit) as stop:
+        stages.main([str(a) for a in args])
+    return stop.value.code
+
+
+def test_a_stage_whose_input_is_missing_names_the_file_and_the_stage_that_writes_it(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _main("data", "--run-dir", run) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"selfreward: error: {run} holds no run (no config.yaml); start one with "
+        f"python -m selfreward.stages config --run-dir {run} [overrides]")
+    stages.main(["config", "--run-dir", str(run), *TINY])
+    assert (run / "config.yaml").is_file()
+
+    assert _main("sft", "--run-dir", run) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"selfreward: error: stage sft needs {run}/data, written by stage data, which has not finished in {run} "
+        f"(no data/data.done); run it first: python -m selfreward.stages data --run-dir {run}")
+    stages.main(["data", "--run-dir", str(run), "iterations=3"])  # a key a run may change on resume
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == read_json(run / "data" / "data.done")
+    assert _main("candidates", "--run-dir", run, "--t", "1") == 1
+    assert capsys.readouterr().err.strip().startswith(
+        f"selfreward: error: stage candidates needs {run}/m1/model, written by stage sft, which has not finished "
+        f"in {run} (no m1/sft.done); run it first: python -m selfreward.stages sft --run-dir {run}")
+    assert _main("pairs", "--run-dir", run, "--t", "2") == 1
+    assert capsys.readouterr().err.strip() == (
+        f"selfreward: error: stage pairs needs {run}/m3/judgments.jsonl, written by stage judgments, which has not "
+        f"finished in {run} (no m3/judgments.done); run it first: "
+        f"python -m selfreward.stages judgments --run-dir {run} --t 2")
+    assert _main("pairs", "--run-dir", run) == 1
+    assert "stage pairs needs --t T" in capsys.readouterr().err
+    # The run directory's config is the config: another value stops as a resumed run does.
+    assert _main("data", "--run-dir", run, "judge.repeats=5") == 2
+    assert "holds a run made with another config (judge.repeats: 2 -> 5)" in capsys.readouterr().err
+    assert _main("rft", "--run-dir", run, "--t", "1") == 2
+    assert "trains with training.objective=dpo; its training stage is dpo (or train), not rft" in \
+        capsys.readouterr().err

@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from selfreward import chat
 from selfreward.rundir import SelfRewardError
+from selfreward.vllm_engine import VLLMSettings  # noqa: F401  (the schema of generation.vllm)
 
 
 @dataclass(frozen=True)
@@ -45,22 +46,6 @@ class Completion(str):
 def finished(text: str) -> bool:
     """Whether a generated text ended by itself (a plain ``str`` from another engine counts as ended)."""
     return getattr(text, "finished", True)
-
-
-@dataclass
-class VLLMSettings:
-    """``generation.vllm``: how the vLLM engine is built (used only with ``generation.backend=vllm``).
-
-    The model, dtype and ``trust_remote_code`` come from ``model``; these are vLLM's own knobs.
-    """
-
-    gpu_memory_utilization: float = 0.9  # fraction of GPU memory vLLM may take (weights + KV cache)
-    max_model_len: int | None = None  # prompt + answer tokens; null: the model's own limit
-    tensor_parallel_size: int = 1  # GPUs one model is split over
-    max_num_seqs: int | None = None  # sequences scheduled together; null: vLLM's default
-    enforce_eager: bool = False  # no CUDA graphs / compilation: slower, but starts faster
-    enable_prefix_caching: bool = True  # every judgment shares the rubric, every sample its prompt
-    cpu_kvcache_space_gib: int = 1  # vLLM on CPU: KV cache size (VLLM_CPU_KVCACHE_SPACE, unless set)
 
 
 class Engine(Protocol):

@@ -26,7 +26,9 @@ Same contract as :class:`selfreward.generation.HFEngine`, so that a stage cannot
 :meth:`VLLMEngine.close` shuts the engine down and frees its (GPU) memory so that training can
 run afterwards in the same process; :func:`selfreward.generation.close_engine` calls it.
 
-vLLM is imported only when an engine is built: the rest of the project never needs it.
+vLLM is imported only when an engine is built: the rest of the project never needs it. This
+module itself imports nothing heavy at the top, so that the config schema can use
+:class:`VLLMSettings`.
 """
 
 from __future__ import annotations
@@ -34,18 +36,34 @@ from __future__ import annotations
 import gc
 import os
 import random
+from dataclasses import dataclass
 
-import torch
 
-from selfreward import chat
-from selfreward.generation import Completion, Sampling, VLLMSettings
+@dataclass
+class VLLMSettings:
+    """``generation.vllm``: how the vLLM engine is built (used only with ``generation.backend=vllm``).
+
+    The model, dtype and ``trust_remote_code`` come from ``model``; these are vLLM's own knobs.
+    """
+
+    gpu_memory_utilization: float = 0.9  # fraction of GPU memory vLLM may take (weights + KV cache)
+    max_model_len: int | None = None  # prompt + answer tokens; null: the model's own limit
+    tensor_parallel_size: int = 1  # GPUs one model is split over
+    max_num_seqs: int | None = None  # sequences scheduled together; null: vLLM's default
+    enforce_eager: bool = False  # no CUDA graphs / compilation: slower, but starts faster
+    enable_prefix_caching: bool = True  # every judgment shares the rubric, every sample its prompt
+    cpu_kvcache_space_gib: int = 1  # vLLM on CPU: KV cache size (VLLM_CPU_KVCACHE_SPACE, unless set)
 
 
 class VLLMEngine:
     """A vLLM ``LLM`` behind the :class:`~selfreward.generation.Engine` protocol."""
 
-    def __init__(self, model_path: str, tokenizer, *, dtype: torch.dtype | str = "auto",
+    def __init__(self, model_path: str, tokenizer, *, dtype="auto",
                  trust_remote_code: bool = False, settings: VLLMSettings | None = None, seed: int = 0):
+        import torch
+
+        from selfreward import chat
+
         settings = settings or VLLMSettings()
         # vLLM on CPU sizes its KV cache from this variable (GiB); its default (0) means 4 GiB
         # on most builds, more than a small machine wants. Set only when the user has not.
@@ -74,9 +92,11 @@ class VLLMEngine:
 
     # --- Engine protocol ----------------------------------------------------------------------
 
-    def generate(self, messages, sampling: Sampling, *, n=1, seed=0, desc="generate"):
+    def generate(self, messages, sampling, *, n=1, seed=0, desc="generate"):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
+
+        from selfreward import chat
 
         if not messages:
             return []
@@ -108,6 +128,8 @@ class VLLMEngine:
     def continuation_logprobs(self, messages, prefixes, continuations):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
+
+        from selfreward import chat
 
         k = len(continuations)
         logprobs = [0.0] * (len(messages) * k)
@@ -173,6 +195,8 @@ class VLLMEngine:
         except Exception:
             pass
         gc.collect()
+        import torch
+
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -184,7 +208,9 @@ class VLLMEngine:
 
     # --- Helpers -----------------------------------------------------------------------------
 
-    def _completion(self, c) -> Completion:
+    def _completion(self, c):
+        from selfreward.generation import Completion
+
         text = self.tokenizer.decode(list(c.token_ids), skip_special_tokens=True)
         return Completion(text, c.finish_reason != "length")
 

@@ -1,6 +1,6 @@
 """Sweeps through Hydra's submitit launcher: conf/hydra/ composes (the SLURM job it would submit is
 rendered, not submitted), and a 2-seed sweep runs here with hydra/launcher=submitit_local, each
-job's training under `accelerate launch`."""
+job's training under `accelerate launch` (SELFREWARD_TRAIN_LAUNCHER, set per job by Hydra)."""
 
 import os
 import shlex
@@ -69,13 +69,15 @@ def test_the_slurm_launcher_submits_one_job_per_seed_with_a_gpu(tmp_path, monkey
 def test_a_seed_sweep_runs_locally_with_submitit_and_accelerate(tmp_path):
     accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SELFREWARD_TRAIN_LAUNCHER": shlex.join(accelerate)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("SELFREWARD_TRAIN_LAUNCHER", None)  # set per job by Hydra below
     small = ["experiment=smoke", "iterations=0", "data.world.n_ift=40", "data.world.n_self_instruct=8",
              "data.world.n_eft=40", "data.world.n_eval_prompts=4", "data.world.n_judge_eval=2",
              "training.sft.epochs=1", "threads=1"]
     sweep = tmp_path / "sweep"
     done = subprocess.run([sys.executable, "-m", "selfreward.cli", "-m", "hydra/launcher=submitit_local",
-                           "hydra/sweeper=seeds", "seed=0,1", *small, f"hydra.sweep.dir={sweep}"],
+                           "hydra/sweeper=seeds", "seed=0,1", *small, f"hydra.sweep.dir={sweep}",
+                           f'+hydra.job.env_set.SELFREWARD_TRAIN_LAUNCHER="{shlex.join(accelerate)}"'],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = sorted(p.parent for p in sweep.glob("*/metrics.jsonl"))

@@ -3,6 +3,9 @@
     selfreward                                   # the default experiment on the built-in world
     selfreward experiment=smoke iterations=1     # an experiment file plus overrides
     selfreward -m seed=0,1,2                     # a sweep, one run directory per job
+    selfreward -m hydra/sweeper=seeds hydra/launcher=slurm   # seeds 0-4, one SLURM job each (conf/hydra/)
+
+One stage on its own against a run directory: ``python -m selfreward.stages`` (selfreward/stages.py).
 
 Exit codes: 0 done; 1 a run that stopped on its input or state (a bad data file, a run directory
 in use, a training loss that went NaN), with one line saying why; 2 a config that cannot work

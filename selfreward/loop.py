@@ -13,6 +13,10 @@ Run directory (one folder per model; every stage writes its files, then ``<stage
 
 Every stage draws its randomness from a seed derived from (run seed, model, stage), so a run
 that is stopped and started again gives the same files as one that ran straight through.
+
+Each stage is a plain function ``(cfg, run_dir, t) -> info`` (``stage_data`` ... ``stage_eval``
+below) with files in and files out; :func:`run` calls them in order, and ``python -m
+selfreward.stages`` runs any one of them in a process of its own (:mod:`selfreward.stages`).
 """
 
 from __future__ import annotations

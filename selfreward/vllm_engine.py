@@ -88,6 +88,13 @@ class VLLMEngine:
             kwargs["max_model_len"] = settings.max_model_len
         if settings.max_num_seqs is not None:
             kwargs["max_num_seqs"] = settings.max_num_seqs
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu():
+            # vLLM 0.32 on CPU: a seeded request whose prompt is split by chunked prefill kills the
+            # engine ("CPU Generator does not use offset": it rewinds the generator as on CUDA).
+            # Without chunking, no prompt is split; a step then takes whole prompts only.
+            kwargs["enable_chunked_prefill"] = False
         self.llm = LLM(**kwargs)
 
     # --- Engine protocol ----------------------------------------------------------------------

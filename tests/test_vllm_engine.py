@@ -46,17 +46,21 @@ def run_engine(backend: str, model_dir: str, requests: dict) -> dict:
 
     engine = load_engine(model_dir, model_config(), generation_config(backend))
     greedy = engine.generate(requests["messages"], Sampling(0.0, 1.0, MAX_NEW_TOKENS), n=2)
-    scores = expected_scores(engine, requests["judge_messages"], requests["judgments"], 1, 5)
+    scores = expected_scores(engine, requests["judge_messages"][:12], requests["judgments"][:12], 1, 5)
     # A continuation of several tokens goes another way (prompt log-probabilities): " 12" here.
     logprobs = engine.continuation_logprobs(requests["judge_messages"][:3], ["Score:"] * 3, [" 1", " 12"])
     sampling = Sampling(1.0, 0.9, MAX_NEW_TOKENS)
     samples = [engine.generate(requests["messages"][:6], sampling, n=N_SAMPLES, seed=s) for s in (5, 5, 6)]
+    # Sampled judging of many prompts (more prompt tokens than one vLLM step takes), seeded: on
+    # CPU this once killed vLLM's engine when a seeded prompt was split by chunked prefill.
+    judged = engine.generate(requests["judge_messages"], sampling, n=2, seed=7)
     out = {
         "greedy": [[str(t) for t in texts] for texts in greedy],
         "greedy_finished": [[t.finished for t in texts] for texts in greedy],
         "scores": scores,
         "logprobs": logprobs,
         "samples": [[[str(t) for t in texts] for texts in s] for s in samples],
+        "judged": [len(texts) for texts in judged],
     }
     if backend == "vllm":
         out["engine_processes_before_close"] = vllm_processes(wait=0)
@@ -166,7 +170,7 @@ def test_vllm_matches_hf_on_the_builtin_model(tmp_path):
     model_dir = tmp_path / "model"
     write_base_model(model_dir, tokenizer, build_base_model(tokenizer))  # max_position_embeddings 256
     template = load_template(JUDGE_TEMPLATE)
-    eft = list(read_jsonl(tmp_path / "world" / "eft.jsonl"))[:12]
+    eft = list(read_jsonl(tmp_path / "world" / "eft.jsonl"))[:120]
     requests = {
         "messages": [r["prompt"] for r in read_jsonl(tmp_path / "world" / "ift.jsonl")][:16],
         # Judge prompts share the rubric: vLLM's prefix cache serves them.
@@ -202,6 +206,7 @@ def test_vllm_matches_hf_on_the_builtin_model(tmp_path):
     assert [len(texts) for texts in same] == [N_SAMPLES] * 6
     assert same == again and same != other
     assert len({t for texts in same for t in texts}) > 6  # the n samples of a prompt differ
+    assert vl["judged"] == [2] * len(requests["judge_messages"])
     # Closing ends the engine's processes (on a GPU: frees its memory for training).
     assert vl["engine_processes_before_close"]  # vLLM runs its engine in other processes
     assert vl["closed"] and vl["engine_processes_after_close"] == []

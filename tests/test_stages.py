@@ -60,8 +60,13 @@ def test_the_stages_run_one_by_one_in_their_own_processes_give_the_loops_files(t
     assert _stripped(row) == _stripped(read_json(loop_m2 / "metrics.json"))
     assert [_stripped(r) for r in read_jsonl(run / "metrics.jsonl")] == \
         [_stripped(r) for r in read_jsonl(tiny_run / "metrics.jsonl")[:2]]
-    # A finished stage is not run again: it reports its marker.
-    assert stages.run_stage("pairs", run, 1) == infos["pairs"]
+    # A finished stage is not run again: it reports its marker (in this process, whose torch
+    # threads the run's threads=1 would change: restored).
+    threads = torch.get_num_threads()
+    try:
+        assert stages.run_stage("pairs", run, 1) == infos["pairs"]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _main(*args):

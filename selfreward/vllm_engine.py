@@ -14,12 +14,15 @@ Same contract as :class:`selfreward.generation.HFEngine`, so that a stage cannot
 - Greedy (temperature 0): one sequence per prompt, repeated ``n`` times as the HF engine would
   produce them.
 - :meth:`VLLMEngine.continuation_logprobs` (the judge's expected-score mode): the continuations
-  are split off the prefix exactly as the HF engine does; where every continuation of a context
-  is one token (the score digits " 1" ... " 5"), one request decodes one token from that context
-  and returns the log-probabilities of exactly those tokens (``SamplingParams.logprob_token_ids``,
-  the full-vocabulary values, not renormalised); a continuation of several tokens is scored
-  with ``prompt_logprobs`` over context + continuation.
+  are split off the prefix exactly as the HF engine does; the one-token continuations of a
+  context (the score digits " 1" ... " 5") share one request, which decodes one token from that
+  context and returns the log-probabilities of exactly those tokens
+  (``SamplingParams.logprob_token_ids``: full-vocabulary values, not renormalised, not limited
+  to the top k); a continuation of several tokens is scored with ``prompt_logprobs`` over
+  context + continuation.
 - Prefix caching is on by default: every judgment request starts with the same rubric.
+- On CPU, chunked prefill is off: vLLM 0.32's CPU worker fails ("CPU Generator does not use
+  offset") when a seeded request's prompt is split across steps.
 - The model's ``generation_config.json`` is not applied as default sampling settings
   (``generation_config="vllm"``): the config's values are the only ones, as with HF.
 

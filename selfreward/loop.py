@@ -56,6 +56,7 @@ from selfreward.evaluation import (
 )
 from selfreward.generation import Engine, Sampling, check_model_path, finished, load_engine
 from selfreward.judge import judge, judge_message
+from selfreward.meta_judge import write_judge_pairs
 from selfreward.pairs import build_pairs
 from selfreward.reward_shaping import shape
 from selfreward.rewards import Context, as_row, score_groups
@@ -619,6 +620,34 @@ def stage_pairs(cfg, run_dir: str | Path, t: int, *, res: Resources | None = Non
             cfg, seed=stage_seed(cfg.seed, model, "pairs"), out=out, model=model, oracle=res.oracle))
 
 
+def stage_judge_pairs(cfg, run_dir: str | Path, t: int, *, res: Resources | None = None) -> dict:
+    """Iteration t, with ``meta_judge.enabled``: M_t meta-judges its own contested judgments into
+    ``m{t+1}/judge_pairs.jsonl`` (Meta-Rewarding, :mod:`selfreward.meta_judge`); DPO trains on
+    them with the response pairs. Without the meta-judge it does nothing and writes nothing."""
+    if not cfg.meta_judge.enabled:
+        return {}
+    run_dir = Path(run_dir)
+    out, model = run_dir / f"m{t + 1}", t + 1
+    current = str(run_dir / f"m{t}" / "model")
+    if not is_done(out, "judge_pairs"):
+        _need_model(cfg, run_dir, "judge_pairs", t)
+        _need_data(cfg, run_dir, "judge_pairs")
+        _need(run_dir, "judge_pairs", out / "judgments.jsonl", out, "judgments", f"judgments --t {t}")
+    with _resources(cfg, run_dir, res) as res:
+        oracle = res.oracle
+        return run_stage(out, "judge_pairs", lambda: write_judge_pairs(
+            res.models.get(current), cfg, seed=stage_seed(cfg.seed, model, "judge_pairs"), out=out,
+            score=oracle.score if oracle else None))
+
+
+def training_pairs(cfg, out: Path) -> list[dict]:
+    """What DPO trains on: the response pairs, and with the meta-judge its judgment pairs too."""
+    pairs = read_jsonl(out / "pairs.jsonl")
+    if cfg.meta_judge.enabled:
+        pairs += read_jsonl(out / "judge_pairs.jsonl")
+    return pairs
+
+
 def stage_train(cfg, run_dir: str | Path, t: int, *, res: Resources | None = None) -> dict:
     """Iteration t: M_{t+1} into ``m{t+1}/model`` by ``training.objective``: DPO on the pairs
     (the stage and marker named ``dpo``), SFT on the chosen answers (``sft_best``) or on the
@@ -631,6 +660,8 @@ def stage_train(cfg, run_dir: str | Path, t: int, *, res: Resources | None = Non
         _need_model(cfg, run_dir, objective, t)
         _need_model(cfg, run_dir, objective, 1)  # the DPO reference with training.dpo.reference=sft
         _need(run_dir, objective, out / "pairs.jsonl", out, "pairs", f"pairs --t {t}")
+        if cfg.meta_judge.enabled:
+            _need(run_dir, objective, out / "judge_pairs.jsonl", out, "judge_pairs", f"judge_pairs --t {t}")
     reference = current if cfg.training.dpo.reference == "previous" else str(run_dir / "m1" / "model")
 
     with _resources(cfg, run_dir, res) as res:
@@ -638,7 +669,7 @@ def stage_train(cfg, run_dir: str | Path, t: int, *, res: Resources | None = Non
 
         def dpo() -> dict:
             models.free()
-            return train_dpo(current, reference, read_jsonl(out / "pairs.jsonl"), out / "model", cfg,
+            return train_dpo(current, reference, training_pairs(cfg, out), out / "model", cfg,
                              seed=stage_seed(cfg.seed, model, "dpo"), report_to=_report_to(cfg),
                              run_name=f"dpo-m{model}")
 
@@ -680,7 +711,8 @@ def stage_eval(cfg, run_dir: str | Path, t: int, *, res: Resources | None = None
         info = {stage: read_done(where, stage) for where, stage in done if is_done(where, stage)}
         counts, sample_pairs = {}, None
     else:
-        stages = ("prompts", "candidates", "judgments", "pairs", cfg.training.objective)
+        stages = ("prompts", "candidates", "judgments", "pairs", *(("judge_pairs",) if cfg.meta_judge.enabled else ()),
+                  cfg.training.objective)
         info = {stage: read_done(folder, stage) for stage in stages}
         counts = _iteration_counts(info)
         sample_pairs = read_jsonl(folder / "pairs.jsonl")
@@ -690,7 +722,7 @@ def stage_eval(cfg, run_dir: str | Path, t: int, *, res: Resources | None = None
 
 
 M1_STAGES = (stage_data, stage_base, stage_eft, stage_sft)
-ITERATION_STAGES = (stage_prompts, stage_candidates, stage_judgments, stage_pairs, stage_train)
+ITERATION_STAGES = (stage_prompts, stage_candidates, stage_judgments, stage_pairs, stage_judge_pairs, stage_train)
 
 
 def _iteration_counts(info: dict) -> dict:
@@ -709,6 +741,7 @@ def _iteration_counts(info: dict) -> dict:
         "self_judge/truncation_rate": info["judgments"].get("truncation_rate"),
     }
     counts.update({k: v for k, v in info["pairs"].items() if k.startswith("self_judge/")})
+    counts.update({k: v for k, v in info.get("judge_pairs", {}).items() if k.startswith("meta_judge/")})
     if "valid_rate" in info["prompts"]:
         counts["prompts/valid_rate"] = info["prompts"]["valid_rate"]
     return counts

@@ -21,9 +21,12 @@ import re
 from collections.abc import Callable
 from itertools import combinations
 
+from pathlib import Path
+
 from selfreward.generation import Engine, Sampling
 from selfreward.judge import judge_message, parse_winner
-from selfreward.prompts import fill
+from selfreward.prompts import fill, load_template
+from selfreward.rundir import read_jsonl, write_jsonl
 
 # A meta-judge may quote a judgment back; what is quoted must not decide the verdict.
 _QUOTED_JUDGMENT = re.compile(r"<judgment_([ab])>.*?(?:</judgment_\1>|\Z)", re.DOTALL)
@@ -128,3 +131,18 @@ def closer_to_oracle_rate(pairs: list[dict], score: Callable[[str, str], float |
         if truth is not None:
             graded.append(abs(p["chosen_score"] - truth) < abs(p["rejected_score"] - truth))
     return sum(graded) / len(graded) if graded else None
+
+
+def write_judge_pairs(engine: Engine, cfg, *, seed: int, out: Path, score: Callable[[str, str], float | None] | None = None
+                      ) -> dict:
+    """The loop's stage: ``out/judgments.jsonl`` in, ``out/judge_pairs.jsonl`` out (settings
+    ``cfg.meta_judge``). ``score``: the built-in world's graded oracle, for the after-the-fact
+    ``meta_judge/closer_to_oracle_rate``; the pairs never depend on it."""
+    m = cfg.meta_judge
+    pairs, info = judgment_pairs(engine, load_template(m.template), load_template(cfg.judge.template),
+                                 read_jsonl(out / "judgments.jsonl"), max_responses=m.max_responses,
+                                 max_new_tokens=m.max_new_tokens, seed=seed)
+    write_jsonl(out / "judge_pairs.jsonl", pairs)
+    if score is not None:
+        info["meta_judge/closer_to_oracle_rate"] = closer_to_oracle_rate(pairs, score)
+    return info

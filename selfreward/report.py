@@ -55,7 +55,8 @@ SELECTION_KEY = re.compile(r"^(bon|won)/(.+)/oracle_accuracy@(\d+)$")
 MISSING = "—"
 # What one iteration costs: the stages that make M_t+1 from M_t (evaluation left out, so that
 # experiments that evaluate more are not charged for it).
-ITERATION_STAGES = ("time/prompts_s", "time/candidates_s", "time/judgments_s", "time/pairs_s", "time/dpo_s")
+ITERATION_STAGES = ("time/prompts_s", "time/candidates_s", "time/judgments_s", "time/pairs_s", "time/judge_pairs_s",
+                    "time/dpo_s", "time/sft_best_s", "time/rft_s")
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ def _stages() -> dict:
         "candidates": loop.stage_candidates,
         "judgments": loop.stage_judgments,
         "pairs": loop.stage_pairs,
+        "judge_pairs": loop.stage_judge_pairs,
         "train": loop.stage_train,
         "dpo": loop.stage_train,
         "sft_best": loop.stage_train,
@@ -64,9 +65,9 @@ def _stages() -> dict:
     }
 
 
-NAMES = ("config", "data", "base", "eft", "sft", "eval", "prompts", "candidates", "judgments", "pairs", "train",
-         "dpo", "sft_best", "rft")
-NEEDS_T = {"eval", "prompts", "candidates", "judgments", "pairs", "train", "dpo", "sft_best", "rft"}
+NAMES = ("config", "data", "base", "eft", "sft", "eval", "prompts", "candidates", "judgments", "pairs", "judge_pairs",
+         "train", "dpo", "sft_best", "rft")
+NEEDS_T = {"eval", "prompts", "candidates", "judgments", "pairs", "judge_pairs", "train", "dpo", "sft_best", "rft"}
 
 
 def compose(overrides: list[str]):

@@ -121,7 +121,7 @@ CONFIG_ROWS = [
     (["judge.template={inputs}/none.txt"], "invalid config: judge.template='{inputs}/none.txt': template "
      "'{inputs}/none.txt' is neither a built-in (judge_additive, judge_additive_small, judge_constitution, "
      "judge_multiple_choice, "
-     "judge_pairwise, self_instruct, self_instruct_small) nor a file"),
+     "judge_pairwise, meta_judge, meta_judge_small, self_instruct, self_instruct_small) nor a file"),
     (["judge.template={inputs}/no_response.txt"], "invalid config: judge.template='{inputs}/no_response.txt': the "
      "template has no {response} field; allowed: a template with {prompt}, {response}"),
     (["judge.template={inputs}/latin1.txt"], "invalid config: judge.template='{inputs}/latin1.txt': "

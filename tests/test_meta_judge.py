@@ -165,3 +165,50 @@ def test_meta_judge_config_rules():
     ]:
         with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
             validate(compose_config(overrides))
+
+
+def test_meta_rewarding_run_trains_on_judgment_pairs(tiny_config, tmp_path, monkeypatch):
+    import json
+
+    import selfreward.loop as loop
+
+    trained = []
+    real_train_dpo = loop.train_dpo
+
+    def recording_train_dpo(model_path, ref_path, pairs, *args, **kwargs):
+        trained.append(pairs)
+        return real_train_dpo(model_path, ref_path, pairs, *args, **kwargs)
+
+    class PreferHigherScore:
+        """The tiny test model always names the same position (no pairs); a scripted meta-judge
+        that prefers the higher-scored judgment makes pairs, so that their way into DPO is tested."""
+
+        def generate(self, messages, sampling, *, n=1, seed=0, desc=""):
+            def score(m, tag):
+                return int(m.split(f"<{tag}>")[1].split(f"</{tag}>")[0].rsplit("Score: ", 1)[1])
+            return [["Winner: A" if score(m, "judgment_a") > score(m, "judgment_b") else "Winner: B"]
+                    for m in messages]
+
+    real_write = loop.write_judge_pairs
+    monkeypatch.setattr(loop, "train_dpo", recording_train_dpo)
+    monkeypatch.setattr(loop, "write_judge_pairs", lambda engine, *a, **k: real_write(PreferHigherScore(), *a, **k))
+    cfg = tiny_config("experiment=meta_rewarding", "data.world.n_meta_judge=200", "meta_judge.max_responses=20",
+                      "threads=1")
+    run_dir = tmp_path / "run"
+    loop.run(cfg, run_dir)
+    out = run_dir / "m2"
+    response_pairs = read_jsonl(out / "pairs.jsonl")
+    judge_pairs = read_jsonl(out / "judge_pairs.jsonl")
+    assert (out / "judge_pairs.done").is_file()
+    [pairs] = trained
+    assert judge_pairs and all(p["chosen_score"] > p["rejected_score"] for p in judge_pairs)
+    assert len(pairs) == len(response_pairs) + len(judge_pairs)
+    for p in judge_pairs:  # the judge prompt of a candidate, its chosen and rejected judgments
+        assert p["prompt"] == judge_message(JUDGE, p["task_prompt"], p["response"])
+        assert p["chosen"] != p["rejected"]
+    row = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["meta_judge/pairs"] == len(judge_pairs)
+    assert 0 < row["meta_judge/judged"] <= 20
+    assert "time/judge_pairs_s" in row
+    # M1 learnt from the meta-judging demonstrations.
+    assert sum(r.get("kind") == "meta_judge" for r in read_jsonl(run_dir / "data" / "ift.jsonl")) == 200

@@ -53,7 +53,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 STAGES = ("prompts", "candidates", "judgments", "pairs", "dpo", "eval")
 
-# --quick: a smoke test of the machinery (the tests' tiny sizes), seconds per pipeline.
+# --quick: a smoke test of the machinery (about the tests' tiny run), seconds per pipeline.
 QUICK = dict(requests=16, candidates=4, repeats=2, eval_prompts=8, judge_eval=4, n_ift=200, n_eft=200,
              sft_epochs=4, dpo_epochs=1, smoke=True)
 # The default measurement: the default config (model=tiny, N=8, 3 judgments, 4 DPO epochs) with
@@ -368,6 +368,8 @@ def main() -> None:
     import os
 
     os.environ.setdefault("WANDB_MODE", "disabled")
+    # Both pipelines train in this process (the loop would otherwise launch DPO as a process of its own).
+    os.environ.pop("SELFREWARD_TRAIN_LAUNCHER", None)
     logging.disable(logging.WARNING)
     from transformers.utils import logging as hf_logging
 

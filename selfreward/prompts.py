@@ -72,7 +72,10 @@ def rouge_l(a: str, b: str) -> float:
     Written here (an LCS in a dozen lines) rather than pulling in ``rouge-score``, whose
     tokenizer drops digits' context and which adds nltk and absl to the install.
     """
-    x, y = _words(a), _words(b)
+    return _rouge_l_words(_words(a), _words(b))
+
+
+def _rouge_l_words(x: list[str] | tuple[str, ...], y: list[str] | tuple[str, ...]) -> float:
     if not x or not y:
         return 0.0
     prev = [0] * (len(y) + 1)
@@ -88,6 +91,17 @@ def rouge_l(a: str, b: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def _rouge_l_bound(x: tuple[str, ...], y: tuple[str, ...]) -> float:
+    """An upper bound of ROUGE-L F1 = 2 LCS / (|x| + |y|) from the lengths alone: LCS <= the
+    shorter length, and <= n - 1 for two different texts of n words each. It lets the filter skip
+    the quadratic LCS for most pairs (with the default threshold, every pair that is not identical)."""
+    if not x or not y:
+        return 0.0
+    if len(x) == len(y):
+        return 1.0 if x == y else (len(x) - 1) / len(x)
+    return 2 * min(len(x), len(y)) / (len(x) + len(y))
+
+
 @dataclass
 class FilterReport:
     """How many generated prompts each filter dropped."""
@@ -99,6 +113,11 @@ class FilterReport:
     banned_keyword: int = 0
     exact_duplicate: int = 0
     near_duplicate: int = 0
+
+
+def _near_duplicate(words: tuple[str, ...], pool: list[tuple[str, ...]], max_rouge_l: float) -> bool:
+    return any(_rouge_l_bound(words, other) > max_rouge_l and _rouge_l_words(words, other) > max_rouge_l
+               for other in pool)
 
 
 def filter_prompts(
@@ -118,7 +137,9 @@ def filter_prompts(
     """
     report = FilterReport()
     seen = {p.strip() for p in existing}
-    pool = [p.strip() for p in existing]
+    # Each text's words once (not once per comparison): the filter compares every output with the
+    # whole pool, seed prompts included.
+    pool = [tuple(_words(p.strip())) for p in existing]
     kept: list[str] = []
     banned = [k.lower() for k in banned_keywords]
     for raw in candidates:
@@ -133,11 +154,11 @@ def filter_prompts(
             report.banned_keyword += 1
         elif text in seen:
             report.exact_duplicate += 1
-        elif max_rouge_l < 1 and any(rouge_l(text, other) > max_rouge_l for other in pool):
+        elif max_rouge_l < 1 and _near_duplicate(words := tuple(_words(text)), pool, max_rouge_l):
             report.near_duplicate += 1
         else:
             kept.append(text)
             seen.add(text)
-            pool.append(text)
+            pool.append(words if max_rouge_l < 1 else tuple(_words(text)))
             report.kept += 1
     return kept, report

@@ -46,3 +46,29 @@ def test_templates_builtin_and_by_path(tmp_path):
     with pytest.raises(SelfRewardError, match="judge_additive"):
         load_template("no_such_template")
     assert self_instruct_prompt("Examples:\n{examples}\nNew:", ["a", "b"]) == "Examples:\na\nb\nNew:"
+
+
+def test_rouge_l_bound_never_below_rouge_l_and_the_filter_keeps_what_brute_force_keeps():
+    import random
+
+    from selfreward.prompts import _rouge_l_bound, _rouge_l_words, _words
+
+    rng = random.Random(0)
+    texts = [f"{rng.choice(['sort', 'unique'])}: " + " ".join(rng.choice("0123") for _ in range(rng.randint(1, 5)))
+             for _ in range(300)]
+    for a, b in zip(texts, texts[1:]):
+        x, y = tuple(_words(a)), tuple(_words(b))
+        assert _rouge_l_bound(x, y) >= _rouge_l_words(x, y) - 1e-12
+    seeds, outputs = texts[:100], texts[100:]
+    for threshold in (0.5, 0.7, 0.9, 0.99):
+        kept, report = filter_prompts(outputs, seeds, min_chars=1, max_chars=99, max_rouge_l=threshold)
+        pool, expected = list(seeds), []
+        for text in outputs:  # the filter's definition, comparison by comparison
+            if text in pool:
+                continue
+            if any(rouge_l(text, other) > threshold for other in pool):
+                continue
+            expected.append(text)
+            pool.append(text)
+        assert kept == expected
+        assert report.kept == len(expected)

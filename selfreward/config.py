@@ -167,6 +167,9 @@ class DPOConfig:
     # Pang et al. 2024); 0 is plain DPO, the paper's choice.
     sft_weight: float = 0.0
     reference: str = "previous"  # previous: M_t (the paper); sft: M1 for every iteration
+    # TRL's precompute_ref_log_probs: the reference model's log-probabilities of every pair are
+    # computed once before training, so that training holds one model (a 70B DPO: not two copies).
+    precompute_ref_log_probs: bool = False
 
 
 @dataclass

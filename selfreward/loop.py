@@ -36,6 +36,7 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
+from selfreward import distributed
 from selfreward.config import ConfigError, validate
 from selfreward.data import (
     Oracle,
@@ -144,8 +145,13 @@ def _with_new_defaults(saved):
 
     defaults = OmegaConf.to_container(OmegaConf.structured(Config))
     evaluation = {k: defaults["evaluation"][k] for k in ("best_of_n", "best_of_n_sizes")}
-    return {**saved, "reward_shaping": saved.get("reward_shaping", defaults["reward_shaping"]),
-            "evaluation": {**evaluation, **(saved.get("evaluation") or {})}}
+    saved = {**saved, "reward_shaping": saved.get("reward_shaping", defaults["reward_shaping"]),
+             "evaluation": {**evaluation, **(saved.get("evaluation") or {})}}
+    # A config saved before training.dpo.precompute_ref_log_probs: off, as it ran.
+    dpo = (saved.get("training") or {}).get("dpo")
+    if isinstance(dpo, dict) and "precompute_ref_log_probs" not in dpo:
+        saved["training"] = {**saved["training"], "dpo": {**dpo, "precompute_ref_log_probs": False}}
+    return saved
 
 
 def _diff(old, new, prefix: str = ""):
@@ -167,7 +173,8 @@ class _Models:
     def get(self, path: str) -> Engine:
         if self.path != path:
             self.free()
-            self.engine = load_engine(path, self.cfg.model, self.cfg.generation)
+            # Under a launch of several processes, each generates its share (selfreward.distributed).
+            self.engine = distributed.shard(load_engine(path, self.cfg.model, self.cfg.generation))
             self.path = path
         return self.engine
 
@@ -439,7 +446,9 @@ class Resources:
     @property
     def tracker(self) -> Tracker:
         if self._tracker is None:
-            self._tracker = Tracker(self.cfg, self.run_dir)
+            # W&B from the main process only: the others of a launch log nowhere.
+            cfg = self.cfg if distributed.is_main() else OmegaConf.merge(self.cfg, {"logger": {"backend": "none"}})
+            self._tracker = Tracker(cfg, self.run_dir)
         return self._tracker
 
     def close(self) -> None:
@@ -534,7 +543,8 @@ def stage_eft(cfg, run_dir: str | Path, t: int | None = None, *, res: Resources 
     with _resources(cfg, run_dir, res) as res:
         if _report_to(cfg) == "wandb":
             res.tracker  # noqa: B018 - TRL's curves join the run's W&B run
-        return run_stage(m1, "eft", lambda: build_eft(base, tokenizer, data_dir, m1, res.models, cfg))
+        return run_stage(m1, "eft", lambda: build_eft(base, tokenizer, data_dir, m1, res.models, cfg),
+                         parallel=True)
 
 
 def stage_sft(cfg, run_dir: str | Path, t: int | None = None, *, res: Resources | None = None) -> dict:
@@ -555,7 +565,7 @@ def stage_sft(cfg, run_dir: str | Path, t: int | None = None, *, res: Resources 
                 res.tracker  # noqa: B018 - TRL's curves join the run's W&B run
             return train_sft(base, sft_examples(res.data, cfg), m1 / "model", cfg, tokenizer_path=tokenizer,
                              seed=stage_seed(cfg.seed, 1, "sft"), report_to=_report_to(cfg), run_name="sft")
-        return run_stage(m1, "sft", sft)
+        return run_stage(m1, "sft", sft, parallel=True)
 
 
 def stage_prompts(cfg, run_dir: str | Path, t: int, *, res: Resources | None = None) -> dict:
@@ -576,7 +586,7 @@ def stage_prompts(cfg, run_dir: str | Path, t: int, *, res: Resources | None = N
             earlier = [r["prompt"] for k in range(2, model) for r in read_jsonl(run_dir / f"m{k}" / "prompts.jsonl")]
             return write_prompts(res.models.get(writer), res.data, cfg, seed=stage_seed(cfg.seed, model, "prompts"),
                                  out=out, earlier=earlier, oracle=res.oracle)
-        return run_stage(out, "prompts", prompts)
+        return run_stage(out, "prompts", prompts, parallel=True)
 
 
 def stage_candidates(cfg, run_dir: str | Path, t: int, *, res: Resources | None = None) -> dict:
@@ -589,7 +599,7 @@ def stage_candidates(cfg, run_dir: str | Path, t: int, *, res: Resources | None 
     with _resources(cfg, run_dir, res) as res:
         return run_stage(out, "candidates", lambda: write_candidates(
             res.models.get(str(run_dir / f"m{t}" / "model")), cfg, seed=stage_seed(cfg.seed, model, "candidates"),
-            out=out))
+            out=out), parallel=True)
 
 
 def stage_judgments(cfg, run_dir: str | Path, t: int, *, res: Resources | None = None) -> dict:
@@ -605,7 +615,7 @@ def stage_judgments(cfg, run_dir: str | Path, t: int, *, res: Resources | None =
         return run_stage(out, "judgments", lambda: write_judgments(
             Context(cfg, stage_seed(cfg.seed, model, "judgments"), policy=lambda: res.models.get(current),
                     engine=res.models.get, oracle=res.oracle, data=res.data, run_dir=run_dir),
-            cfg, out=out))
+            cfg, out=out), parallel=True)
 
 
 def stage_pairs(cfg, run_dir: str | Path, t: int, *, res: Resources | None = None) -> dict:
@@ -637,7 +647,7 @@ def stage_judge_pairs(cfg, run_dir: str | Path, t: int, *, res: Resources | None
         oracle = res.oracle
         return run_stage(out, "judge_pairs", lambda: write_judge_pairs(
             res.models.get(current), cfg, seed=stage_seed(cfg.seed, model, "judge_pairs"), out=out,
-            score=oracle.score if oracle else None))
+            score=oracle.score if oracle else None), parallel=True)
 
 
 def training_pairs(cfg, out: Path) -> list[dict]:
@@ -696,7 +706,7 @@ def stage_train(cfg, run_dir: str | Path, t: int, *, res: Resources | None = Non
             return _own_process(res, objective, out, t)
         if _report_to(cfg) == "wandb" and not is_done(out, objective):
             res.tracker  # noqa: B018 - TRL's curves join the run's W&B run
-        return run_stage(out, objective, train)
+        return run_stage(out, objective, train, parallel=True)
 
 
 def stage_eval(cfg, run_dir: str | Path, t: int, *, res: Resources | None = None) -> dict:
@@ -768,7 +778,7 @@ def _measure(model: int, folder: Path, res: Resources, cfg, times: dict, counts:
         write_json(folder / "eval.json", result)
         return {}
 
-    eval_info = run_stage(folder, "eval", evaluate)
+    eval_info = run_stage(folder, "eval", evaluate, parallel=True)
     row = {
         "model": model,
         **read_json(folder / "eval.json"),

@@ -27,7 +27,10 @@ def write_text(path: Path, text: str) -> None:
 
     A failed write (a full disk, no permission) removes its temporary file and raises
     :class:`SelfRewardError`; the stage it belongs to has no marker yet, so it is redone on resume.
+    Under a launch of several processes only the main one writes (:mod:`selfreward.distributed`).
     """
+    if not _main_process():
+        return
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -109,13 +112,58 @@ def read_done(folder: Path, stage: str) -> dict:
     return read_json(done_path(folder, stage))
 
 
-def run_stage(folder: Path, stage: str, fn: Callable[[], dict]) -> dict:
+def _main_process() -> bool:
+    from selfreward import distributed
+
+    return distributed.is_main()
+
+
+def run_stage(folder: Path, stage: str, fn: Callable[[], dict], *, parallel: bool = False) -> dict:
     """Run ``fn`` unless ``stage`` is already done in ``folder``; return its recorded info.
 
     ``fn`` writes its outputs into ``folder`` and returns a small dict of facts (counts...);
     the marker records them with the stage's wall time, so a resumed run reports the same
     numbers as the run that did the work.
+
+    Under a launch of several processes (:mod:`selfreward.distributed`), the main process decides
+    whether the stage is done; a ``parallel`` stage (generation sharded, training) runs ``fn`` in
+    every process, any other in the main one only while the rest wait. Only the main process writes
+    files and the marker; every process returns the main one's info, once the marker is written.
     """
+    from selfreward import distributed
+
+    if distributed.active():
+        return _run_stage_together(folder, stage, fn, parallel)
+    return _run_stage(folder, stage, fn)
+
+
+def _run_stage_together(folder: Path, stage: str, fn: Callable[[], dict], parallel: bool) -> dict:
+    from selfreward import distributed
+
+    if distributed.broadcast(is_done(folder, stage)):
+        return read_done(folder, stage)
+    outcome: tuple[str, Any] = ("waited", None)
+    error: BaseException | None = None
+    if parallel or distributed.is_main():
+        try:
+            if parallel:
+                with distributed.parallel():
+                    outcome = ("ok", _run_stage(folder, stage, fn))
+            else:
+                outcome = ("ok", _run_stage(folder, stage, fn))
+        except Exception as e:  # noqa: BLE001 - told to the other processes, then raised here
+            error, outcome = e, ("error", f"{type(e).__name__}: {e}")
+    outcomes = distributed.gather(outcome)
+    failed = [(r, what) for r, (status, what) in enumerate(outcomes) if status == "error"]
+    if error is not None:
+        raise error
+    if failed:
+        r, what = failed[0]
+        raise SelfRewardError(f"stage {stage} in {folder} failed in process {r}: {what}")
+    return outcomes[0][1]
+
+
+def _run_stage(folder: Path, stage: str, fn: Callable[[], dict]) -> dict:
     if is_done(folder, stage):
         return read_done(folder, stage)
     start = time.perf_counter()
@@ -156,15 +204,24 @@ def lock_run_dir(run_dir: Path) -> Iterator[None]:
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a fully written folder into place, dropping a stale one left by a crash."""
+    """Move a fully written folder into place, dropping a stale one left by a crash (the main
+    process of a launch of several only)."""
+    if not _main_process():
+        return
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
 
 
 def fresh_dir(path: Path) -> Path:
-    """An empty folder at ``path`` (whatever a crashed attempt left there is removed)."""
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
+    """An empty folder at ``path`` (whatever a crashed attempt left there is removed). In a stage
+    that several processes run together, the main one makes it while the others wait."""
+    from selfreward import distributed
+
+    if _main_process():
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+    if distributed.sharding():
+        distributed.barrier()
     return path

@@ -21,8 +21,12 @@ stops with a message naming the file and the stage that writes it. The stage pri
 marker's JSON) on the last line of stdout. Exit codes are those of ``selfreward``: 1 for a run
 that stopped on its input or state, 2 for a config that cannot work, 130 when interrupted.
 
-Under a launch of several processes every process runs the stage and writes its files: training
-that writes from one process only is not built yet, so launch one process per stage for now.
+Under a launch of several processes (``accelerate launch --config_file conf/accelerate/ddp.yaml
+--num_processes N -m selfreward.stages STAGE ...``) every process runs the stage together
+(:mod:`selfreward.distributed`): training is TRL's under accelerate (DDP, ZeRO-3, FSDP), the
+generating stages (prompts, candidates, judgments, judge_pairs, eval, eft) split their requests over
+the processes and gather the results in order, the others (data, base, pairs) run in the first
+process while the rest wait. Only the first process writes files, markers and W&B.
 """
 
 from __future__ import annotations
@@ -30,13 +34,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
 import yaml
 from omegaconf import OmegaConf
 
+from selfreward import distributed
 from selfreward.config import Config, ConfigError, register_configs, validate
 from selfreward.rundir import SelfRewardError, lock_run_dir
 
@@ -113,15 +117,18 @@ def run_stage(name: str, run_dir: str | Path, t: int | None = None, overrides: l
     false: the loop that launched it holds it), in the main process of a multi-process launch
     (``RANK`` 0) only, since its other processes are the same stage."""
     run_dir = Path(run_dir)
+    distributed.init()  # a launch of several processes: join its process group
     if name == "config":
         from selfreward.loop import check_config
 
         cfg = compose(overrides)
         validate(cfg)
         check_config(cfg, run_dir, write=False)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with lock_run_dir(run_dir):
-            check_config(cfg, run_dir)
+        if distributed.is_main():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with lock_run_dir(run_dir):
+                check_config(cfg, run_dir)
+        distributed.barrier()
         return {"config": str(run_dir / "config.yaml")}
     if name in NEEDS_T and t is None:
         raise SelfRewardError(f"stage {name} needs --t T (eval: measure M_T; the others: iteration T, "
@@ -136,7 +143,7 @@ def run_stage(name: str, run_dir: str | Path, t: int | None = None, overrides: l
 
         torch.set_num_threads(cfg.threads)
     stage = _stages()[name]
-    if not lock or os.environ.get("RANK", "0") != "0":
+    if not lock or not distributed.is_main():
         return stage(cfg, run_dir, t)
     with lock_run_dir(run_dir):
         return stage(cfg, run_dir, t)

@@ -14,7 +14,7 @@ import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from selfreward import chat
+from selfreward import chat, distributed
 from selfreward.generation import load_model, load_tokenizer, resolve_device, resolve_dtype
 from selfreward.rundir import SelfRewardError, fresh_dir, replace_dir, write_jsonl
 
@@ -58,7 +58,8 @@ def _peft_config(lora):
 
 def _trainer_args(stage_cfg, training_cfg, model_cfg, output_dir: Path, seed: int, report_to: str,
                   run_name: str) -> dict:
-    """Arguments shared by SFTConfig and DPOConfig."""
+    """Arguments shared by SFTConfig and DPOConfig. The stage's ``batch_size`` is that of all
+    processes together (:func:`selfreward.distributed.batch_args`)."""
     return dict(
         output_dir=str(output_dir),
         run_name=run_name,
@@ -66,7 +67,7 @@ def _trainer_args(stage_cfg, training_cfg, model_cfg, output_dir: Path, seed: in
         lr_scheduler_type=stage_cfg.lr_scheduler_type,
         warmup_steps=stage_cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
         num_train_epochs=stage_cfg.epochs,
-        per_device_train_batch_size=stage_cfg.batch_size,
+        **distributed.batch_args(stage_cfg.batch_size, f"the batch_size of training stage {run_name}"),
         gradient_accumulation_steps=stage_cfg.gradient_accumulation_steps,
         weight_decay=stage_cfg.weight_decay,
         max_length=stage_cfg.max_length,
@@ -82,18 +83,39 @@ def _trainer_args(stage_cfg, training_cfg, model_cfg, output_dir: Path, seed: in
     )
 
 
+def _sharded(trainer) -> bool:
+    """Whether the trained weights are split over the processes (DeepSpeed ZeRO-3 or FSDP)."""
+    return distributed.active() and (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled)
+
+
+def _check_sharding(trainer, run_name: str) -> None:
+    if _sharded(trainer) and hasattr(trainer.model, "merge_and_unload"):
+        raise SelfRewardError(f"{run_name}: training.lora.enabled=true with DeepSpeed or FSDP is not supported here "
+                              f"(its adapters cannot be merged into sharded weights); use DDP "
+                              f"(conf/accelerate/ddp.yaml) or training.lora.enabled=false")
+
+
 def _save(trainer, tokenizer, tmp_dir: Path, out_dir: Path, stage_dir: Path) -> dict:
     """Write the trained model whole (LoRA adapters merged in, the chat format's stop tokens in
-    its generation config), then move it into place; keep the loss curve."""
+    its generation config), then move it into place; keep the loss curve. Under a launch of
+    several processes the main one writes (with ZeRO-3 or FSDP, the weights gathered onto it)."""
     model = trainer.model
-    if hasattr(model, "merge_and_unload"):  # a peft model: later stages load a plain one
-        model = model.merge_and_unload()
-    chat.save_format(model, tokenizer)
-    model.save_pretrained(str(tmp_dir))
-    tokenizer.save_pretrained(str(tmp_dir))
-    (tmp_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run's config.yaml says it all
+    # A collective: every process takes part, the main one gets the full weights.
+    saved = {"state_dict": trainer.accelerator.get_state_dict(trainer.model_wrapped)} if _sharded(trainer) else {}
+    if distributed.is_main():
+        if hasattr(model, "merge_and_unload"):  # a peft model: later stages load a plain one
+            model = model.merge_and_unload()
+        chat.save_format(model, tokenizer)
+        model.save_pretrained(str(tmp_dir), **saved)
+        tokenizer.save_pretrained(str(tmp_dir))
+        (tmp_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run's config.yaml says it all
     replace_dir(tmp_dir, out_dir)
     history = trainer.state.log_history
+    if distributed.active() and history and "train_loss" in history[-1]:
+        # Each process's Trainer reports the mean loss of its own share: the mean over the
+        # processes is the one process's figure (equal shares).
+        losses = distributed.gather(history[-1]["train_loss"])
+        history[-1] = {**history[-1], "train_loss": sum(losses) / len(losses)}
     write_jsonl(stage_dir / "training_log.jsonl", history)
     final = history[-1] if history else {}
     return {"train_loss": final.get("train_loss"), "steps": trainer.state.global_step}
@@ -139,18 +161,33 @@ def sft_trainer(model, tokenizer, examples: list[dict], args, *, peft_config=Non
     return trainer
 
 
+def _dpo_trainer_class():
+    from trl import DPOTrainer
+
+    class EndOfTurnDPOTrainer(DPOTrainer):
+        """TRL's DPOTrainer whose precomputed reference log-probabilities
+        (``precompute_ref_log_probs``, computed in its constructor) cover the answers as they are
+        trained: cut at the end-of-turn token (:func:`end_labels_at_end_of_turn`)."""
+
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            dataset = end_labels_at_end_of_turn(dataset, chat.end_of_turn_id(self.processing_class))
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+
+    return EndOfTurnDPOTrainer
+
+
 def dpo_trainer(model, ref_model, tokenizer, pairs: list[dict], args, *, peft_config=None):
     """TRL's DPOTrainer on ``[{"prompt", "chosen", "rejected"}]`` as one-turn conversations, each
     answer ending at the chat format's end-of-turn token. ``ref_model=None`` with a
-    ``peft_config`` makes the adapter-free policy the reference."""
-    from trl import DPOTrainer
-
+    ``peft_config`` makes the adapter-free policy the reference; with
+    ``args.precompute_ref_log_probs`` and no ``peft_config``, the policy before training (its
+    log-probabilities computed once, before training)."""
     dataset = Dataset.from_list(
         [{"prompt": _user(p["prompt"]), "chosen": _assistant(p["chosen"]), "rejected": _assistant(p["rejected"])}
          for p in pairs]
     )
-    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
-                         processing_class=tokenizer, peft_config=peft_config)
+    trainer = _dpo_trainer_class()(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
+                                   processing_class=tokenizer, peft_config=peft_config)
     trainer.train_dataset = end_labels_at_end_of_turn(trainer.train_dataset, chat.end_of_turn_id(tokenizer))
     return trainer
 
@@ -178,6 +215,7 @@ def train_sft(
         completion_only_loss=True,
     )
     trainer = sft_trainer(model, tokenizer, examples, args, peft_config=_peft_config(cfg.training.lora))
+    _check_sharding(trainer, run_name)
     trainer.add_callback(StopOnNonFiniteLoss(run_name))
     trainer.train()
     return _save(trainer, tokenizer, work, out_dir, out_dir.parent)
@@ -197,21 +235,29 @@ def train_dpo(
     tokenizer = load_tokenizer(model_path, cfg.model.chat_template, cfg.model.trust_remote_code)
     model = _load_for_training(model_path, cfg)
     peft_config = _peft_config(cfg.training.lora)
+    dpo = cfg.training.dpo
+    precompute = bool(dpo.precompute_ref_log_probs)
     if peft_config is not None and ref_path == model_path:
         ref_model = None  # TRL then uses the policy with its adapters disabled: M_t itself
+    elif precompute and ref_path == model_path:
+        ref_model = None  # TRL computes the reference log-probs with the policy before it trains: M_t
     else:
         # Only evaluated, never updated: model.dtype is enough.
         ref_model = load_model(ref_path, dtype=cfg.model.dtype, device=cfg.model.device,
                                attn_implementation=cfg.model.attn_implementation,
                                trust_remote_code=cfg.model.trust_remote_code)
-    dpo = cfg.training.dpo
     args = DPOConfig(
         **_trainer_args(dpo, cfg.training, cfg.model, work, seed, report_to, run_name),
         beta=dpo.beta,
         loss_type=[dpo.loss_type, "sft"] if dpo.sft_weight else [dpo.loss_type],
         loss_weights=[1.0, dpo.sft_weight] if dpo.sft_weight else None,
+        **({"precompute_ref_log_probs": True} if precompute else {}),
     )
     trainer = dpo_trainer(model, ref_model, tokenizer, pairs, args, peft_config=peft_config)
+    _check_sharding(trainer, run_name)
+    if precompute:
+        # The reference log-probs are in the dataset now: training holds one model, the policy.
+        trainer.ref_model = ref_model = None
     trainer.add_callback(StopOnNonFiniteLoss(run_name))
     trainer.train()
     return _save(trainer, tokenizer, work, out_dir, out_dir.parent)

@@ -1,0 +1,237 @@
+"""Stages under ``accelerate launch`` with several processes (2 CPU processes, gloo, here).
+
+One launch of ``conf/accelerate/ddp.yaml`` with 2 processes runs, through ``python -m
+selfreward.stages``'s ``main``: pairs and DPO on the judgments of the shared 1-process run, and
+candidates and judgments (sharded generation) on its prompts, then an SFT and greedy generation.
+It checks that the run completes, that only the first process writes (every file once), and what
+matches one process: pairs byte for byte (that stage does not depend on the process count); DPO
+(plain, batches that split evenly) and SFT weights up to float rounding; greedy generation exactly
+(gathered in the requests' order). Sampled candidates and judgments use per-process seeds, so they
+are other samples than one process draws: their shape and order are checked, not their text.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import compose_config
+from safetensors.torch import load_file
+
+from selfreward import distributed, stages
+from selfreward.rundir import read_json, read_jsonl
+from selfreward.training import train_sft
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "conf/accelerate/ddp.yaml"),
+          "--num_processes", "2", "--main_process_port", "29517"]
+
+# Run in each process of the launch: the stages through the CLI's main, with every file move
+# (rundir writes a temporary file, then renames it into place) counted per process.
+DRIVER = textwrap.dedent('''
+    import json, os, sys
+    from pathlib import Path
+
+    from selfreward import distributed, stages
+
+    out = Path(sys.argv[1])
+    runs = tuple(str(Path(p).resolve()) for p in sys.argv[2:4])
+    replace = os.replace
+
+    def counted(src, dst):
+        if str(Path(dst).resolve()).startswith(runs):
+            with open(out / f"writes.rank{distributed.rank()}", "a") as f:
+                f.write(str(dst) + "\\n")
+        return replace(src, dst)
+
+    os.replace = counted
+    for spec in sys.argv[4:]:
+        run, stage, t = spec.split(":")
+        stages.main([stage, "--run-dir", run, "--t", t])
+
+    # SFT on 64 seed examples, 2 epochs of 2 steps of 32 (the run's training.sft.batch_size).
+    from selfreward.rundir import read_jsonl
+    from selfreward.training import train_sft
+
+    run = Path(runs[0])
+    cfg = stages.load_config(run)
+    cfg.training.sft.epochs = 2
+    examples = [{"prompt": r["prompt"], "completion": r["response"]} for r in read_jsonl(run / "data" / "ift.jsonl")]
+    train_sft(str(run / "m1" / "model"), examples[:64], out / "sft" / "model", cfg, seed=5)
+
+    # Greedy generation and continuation log-probs, sharded and not, with M1.
+    from selfreward.generation import Sampling
+    from selfreward.loop import _Models
+
+    engine = _Models(stages.load_config(run)).get(str(run / "m1" / "model"))
+    prompts = [r["prompt"] for r in read_jsonl(run / "data" / "eval_prompts.jsonl")][:12]
+    greedy = Sampling(temperature=0.0, max_new_tokens=16)
+    alone = engine.generate(prompts, greedy)
+    alone_lp = engine.continuation_logprobs(prompts, ["Score: "] * len(prompts), ["1", "2", "3"])
+    with distributed.parallel():
+        together = engine.generate(prompts, greedy)
+        together_lp = engine.continuation_logprobs(prompts, ["Score: "] * len(prompts), ["1", "2", "3"])
+    if distributed.is_main():
+        (out / "greedy.json").write_text(json.dumps({
+            "world": distributed.world_size(), "same_texts": alone == together,
+            "same_finished": [[getattr(t, "finished") for t in o] for o in alone] ==
+                             [[getattr(t, "finished") for t in o] for o in together],
+            "max_logprob_diff": max(abs(a - b) for x, y in zip(alone_lp, together_lp) for a, b in zip(x, y)),
+        }))
+''')
+
+
+def _copy(tiny_run, run, m2_files):
+    run.mkdir()
+    shutil.copy(tiny_run / "config.yaml", run)
+    for folder in ("data", "m0", "m1"):
+        shutil.copytree(tiny_run / folder, run / folder)
+    (run / "m2").mkdir()
+    for name in m2_files:
+        shutil.copy(tiny_run / "m2" / name, run / "m2" / name)
+
+
+def _stripped(info):
+    return {k: v for k, v in info.items() if k != "seconds"}
+
+
+def _weights(folder):
+    return load_file(folder / "model.safetensors")
+
+
+def _close(one, two, start, atol):
+    """The largest difference between two trained models, and that it is below ``atol`` (the
+    updates themselves are about 1e-4 to 1e-2)."""
+    assert one.keys() == two.keys()
+    assert max((one[k] - start[k]).abs().max().item() for k in one) > 100 * atol  # they trained
+    return max((one[k] - two[k]).abs().max().item() for k in one) < atol
+
+
+def test_two_processes_write_once_and_match_one_process_where_they_should(tiny_run, tmp_path):
+    # a: pairs and DPO from the 1-process run's judgments. DPO as plain DPO (the NLL term is a
+    # token mean per process, see the README) with batches of 4 that split the 20 pairs evenly.
+    a, b, one = tmp_path / "a", tmp_path / "b", tmp_path / "one"
+    for run in (a, one):
+        _copy(tiny_run, run, ["prompts_raw.jsonl", "prompts.jsonl", "candidates.jsonl", "judgments.jsonl",
+                              "prompts.done", "candidates.done", "judgments.done"])
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        config["training"]["dpo"].update(sft_weight=0.0, batch_size=4)
+        (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    # b: candidates and judgments (sharded sampling) from its prompts.
+    _copy(tiny_run, b, ["prompts_raw.jsonl", "prompts.jsonl", "prompts.done"])
+    (tmp_path / "driver.py").write_text(DRIVER)
+    done = subprocess.run([*LAUNCH, str(tmp_path / "driver.py"), str(tmp_path), str(a), str(b),
+                           f"{a}:pairs:1", f"{a}:dpo:1", f"{b}:candidates:1", f"{b}:judgments:1"],
+                          env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    # Only the first process wrote, each file once (then its marker).
+    assert not (tmp_path / "writes.rank1").exists()
+    moved = (tmp_path / "writes.rank0").read_text().split()
+    assert len(moved) == len(set(moved))
+    for run, names in ((a, ["pairs.jsonl", "pairs.done", "model", "training_log.jsonl", "dpo.done"]),
+                       (b, ["candidates.jsonl", "candidates.done", "judgments.jsonl", "judgments.done"])):
+        assert {str(run / "m2" / n) for n in names} <= set(moved)
+    assert not list(tmp_path.glob("*/m2/*.tmp"))
+
+    # Pairs do not depend on the process count: the 1-process run's, byte for byte.
+    loop_m2 = tiny_run / "m2"
+    assert (a / "m2" / "pairs.jsonl").read_bytes() == (loop_m2 / "pairs.jsonl").read_bytes()
+    assert _stripped(read_json(a / "m2" / "pairs.done")) == _stripped(read_json(loop_m2 / "pairs.done"))
+
+    # The same training in one process (here): DPO and SFT give the same weights up to rounding.
+    threads = torch.get_num_threads()
+    try:
+        shutil.copy(a / "m2" / "pairs.jsonl", one / "m2")
+        shutil.copy(a / "m2" / "pairs.done", one / "m2")
+        stages.run_stage("dpo", one, 1)
+        cfg = stages.load_config(a)
+        cfg.training.sft.epochs = 2
+        examples = [{"prompt": r["prompt"], "completion": r["response"]} for r in read_jsonl(a / "data" / "ift.jsonl")]
+        train_sft(str(a / "m1" / "model"), examples[:64], one / "sft" / "model", cfg, seed=5)
+    finally:
+        torch.set_num_threads(threads)
+    start = _weights(tiny_run / "m1" / "model")
+    two_dpo, one_dpo = read_json(a / "m2" / "dpo.done"), read_json(one / "m2" / "dpo.done")
+    assert two_dpo["steps"] == one_dpo["steps"] == 5
+    assert two_dpo["train_loss"] == pytest.approx(one_dpo["train_loss"], rel=1e-5)
+    assert _close(_weights(a / "m2" / "model"), _weights(one / "m2" / "model"), start, atol=1e-6)
+    assert _close(_weights(tmp_path / "sft" / "model"), _weights(one / "sft" / "model"), start, atol=1e-5)
+
+    # Sharded sampling: every prompt, in order, with its n candidates; every candidate judged, in order.
+    prompts = [r["prompt"] for r in read_jsonl(b / "m2" / "prompts.jsonl")]
+    candidates = read_jsonl(b / "m2" / "candidates.jsonl")
+    n = stages.load_config(b).generation.n_candidates
+    assert [c["prompt"] for c in candidates] == prompts
+    assert all(len(c["responses"]) == len(c["finished"]) == n for c in candidates)
+    judged = read_jsonl(b / "m2" / "judgments.jsonl")
+    assert [(r["prompt"], r["response"]) for r in judged] == \
+        [(c["prompt"], r) for c in candidates for r in c["responses"]]
+    # Greedy generation gathered from 2 processes is the 1-process generation.
+    greedy = json.loads((tmp_path / "greedy.json").read_text())
+    assert greedy["world"] == 2 and greedy["same_texts"] and greedy["same_finished"]
+    assert greedy["max_logprob_diff"] < 1e-4
+
+
+def test_one_process_is_the_engine_itself_and_slices_keep_the_order():
+    engine = object()
+    assert distributed.world_size() == 1 and distributed.shard(engine) is engine
+    assert distributed.shard_seed(123, 0, 1) == 123
+    assert distributed.shard_seed(123, 0, 2) != distributed.shard_seed(123, 1, 2)
+    assert distributed.shard_seed(123, 1, 2) == distributed.shard_seed(123, 1, 2)
+    for count in (0, 1, 5, 6):
+        parts = distributed.slices(count, 4)
+        assert [i for p in parts for i in p] == list(range(count))
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert distributed.batch_args(16, "x") == {"per_device_train_batch_size": 16}
+
+
+def test_the_accelerate_configs_parse():
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+
+    configs = {name: load_config_from_file(str(ROOT / "conf" / "accelerate" / f"{name}.yaml"))
+               for name in ("ddp", "zero3", "fsdp")}
+    assert configs["ddp"].distributed_type == DistributedType.MULTI_GPU
+    assert configs["fsdp"].distributed_type == DistributedType.FSDP
+    assert configs["fsdp"].fsdp_config["fsdp_version"] == 2
+    zero3 = configs["zero3"]
+    assert zero3.distributed_type == DistributedType.DEEPSPEED
+    ds = json.loads((ROOT / zero3.deepspeed_config["deepspeed_config_file"]).read_text())
+    assert ds["zero_optimization"]["stage"] == 3
+    assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+
+
+def test_dpo_with_precomputed_reference_log_probs_trains_like_the_reference_model(tiny_run, tmp_path):
+    from selfreward.training import train_dpo
+
+    pairs = read_jsonl(tiny_run / "m2" / "pairs.jsonl")[:16]
+    m1 = str(tiny_run / "m1" / "model")
+    threads = torch.get_num_threads()
+    results = {}
+    try:
+        for precompute in (False, True):
+            cfg = compose_config([*TINY_OVERRIDES, f"training.dpo.precompute_ref_log_probs={precompute}"])
+            out = tmp_path / f"pre{precompute}" / "model"
+            results[precompute] = train_dpo(m1, m1, pairs, out, cfg, seed=1)
+            results[precompute]["weights"] = load_file(out / "model.safetensors")
+    finally:
+        torch.set_num_threads(threads)
+    log = read_jsonl(tmp_path / "preTrue" / "training_log.jsonl")
+    assert results[True]["steps"] == results[False]["steps"] > 0
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log if "loss" in r)
+    start = load_file(tiny_run / "m1" / "model" / "model.safetensors")
+    a, b = results[False]["weights"], results[True]["weights"]
+    assert any(not torch.equal(b[k], start[k]) for k in b)  # it trained
+    for k in a:  # the same reference, computed before training instead of at every step
+        assert torch.allclose(a[k], b[k], atol=1e-4), k
+
+
+TINY_OVERRIDES = ["experiment=smoke", "threads=1", "training.dpo.epochs=1", "training.dpo.batch_size=8"]

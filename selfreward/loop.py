@@ -55,7 +55,7 @@ from selfreward.evaluation import (
     head_to_head,
     self_judge_quality,
 )
-from selfreward.generation import Engine, Sampling, check_model_path, finished, load_engine
+from selfreward.generation import Engine, Sampling, check_model_path, close_engine, finished, load_engine
 from selfreward.judge import judge, judge_message
 from selfreward.meta_judge import write_judge_pairs
 from selfreward.pairs import build_pairs
@@ -179,6 +179,8 @@ class _Models:
         return self.engine
 
     def free(self) -> None:
+        # vLLM holds its GPU memory in its own engine process until it is shut down.
+        close_engine(self.engine)
         self.engine, self.path = None, None
         gc.collect()
         if torch.cuda.is_available():

@@ -86,7 +86,7 @@ def test_wrong_type_fails():
     ("pairs.method=max_random", "pairs.method='max_random'; allowed: one of best_worst, all_pairs, length_control, "
      "random"),
     ("training.dpo.reference=m0", "training.dpo.reference"),
-    ("generation.backend=vllm", "generation.backend='vllm'; allowed: one of hf"),
+    ("generation.backend=tgi", "generation.backend='tgi'; allowed: one of hf, vllm"),
     ("iterations=-1", "iterations=-1; allowed: an integer >= 0"),
 ])
 def test_bad_choices_fail_before_any_stage(override, message):
@@ -133,3 +133,14 @@ def test_the_oracle_controls_score_with_the_oracle_reward():
     for experiment in ("oracle_reward", "rft_oracle"):
         assert _compose([f"experiment={experiment}"]).reward._target_ == "selfreward.rewards.oracle.score"
     assert _compose().reward._target_ == "selfreward.rewards.self_judge.score"
+
+
+def test_the_vllm_backend_needs_vllm_at_config_check_time(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` fails, as in an environment without it
+    with pytest.raises(SelfRewardError, match="generation.backend=vllm needs the vllm package"):
+        validate(_compose(["generation.backend=vllm"]))
+    with pytest.raises(SelfRewardError, match="gpu_memory_utilization"):
+        monkeypatch.setitem(sys.modules, "vllm", type(sys)("vllm"))  # a stand-in that imports
+        validate(_compose(["generation.backend=vllm", "generation.vllm.gpu_memory_utilization=1.5"]))

@@ -1,0 +1,93 @@
+"""How the self-judge chooses on the built-in world, from a run's files (nothing is re-run).
+
+    python scripts/judge_diagnostics.py runs/default/seed0 [runs/default/seed1 ...] [--model 2]
+
+For the iteration that made M_t (default M2: M1's own candidates), over the prompts whose
+candidates got at least two different scores (those that can make a pair):
+
+* how often the judge's top-scored candidate is correct (the first of them, as best_worst
+  takes it), against a candidate drawn at random (the share of samples that are correct) and
+  the most frequent candidate (majority vote, no judge);
+* per rubric check and task, how often the judge's verdict agrees with the oracle's, on the
+  held-out judge set (synthetic responses, m1/eval_judge.jsonl) and on its own candidates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+from pathlib import Path
+
+from selfreward.data.builtin import CHECKS, is_correct, parse_prompt, rubric_checks
+from selfreward.rundir import read_jsonl
+
+
+def choice_rates(folder: Path) -> dict[str, float]:
+    """Correct-answer rates of the judge's choice, a random sample and the majority answer."""
+    scores = collections.defaultdict(dict)
+    for r in read_jsonl(folder / "judgments.jsonl"):
+        scores[r["prompt"]][r["response"]] = r["score"]
+    totals, n = collections.Counter(), 0
+    for c in read_jsonl(folder / "candidates.jsonl"):
+        prompt, samples = c["prompt"], c["responses"]
+        if parse_prompt(prompt) is None:
+            continue
+        counts = collections.Counter(samples)
+        s = {r: (scores[prompt].get(r) if scores[prompt].get(r) is not None else -1.0) for r in counts}
+        if len(set(s.values())) < 2:
+            continue
+        n += 1
+        top = max(s.values())
+        first_top = next(r for r in counts if s[r] == top)
+        totals["judge's top-scored candidate"] += is_correct(prompt, first_top)
+        totals["a random sample"] += sum(is_correct(prompt, r) for r in samples) / len(samples)
+        totals["the most frequent candidate"] += is_correct(prompt, max(counts, key=counts.get))
+        totals["any candidate correct"] += any(is_correct(prompt, r) for r in counts)
+    return {k: v / n for k, v in totals.items()} | {"prompts": n}
+
+
+def check_accuracy(path: Path) -> dict[tuple[str, str], float]:
+    """(task, check) -> share of the judge's verdicts that agree with the oracle's."""
+    hits = collections.defaultdict(lambda: [0, 0])
+    for r in read_jsonl(path):
+        truth = rubric_checks(r["prompt"], r["response"])
+        if truth is None:
+            continue
+        task = parse_prompt(r["prompt"])[0]
+        for judgment in r["judgments"]:
+            verdicts = {}
+            for part in judgment.split("\n")[0].split(","):
+                words = part.split()
+                if len(words) == 2:
+                    verdicts[words[0]] = words[1]
+            for check in CHECKS:
+                hits[task, check][0] += 1
+                hits[task, check][1] += verdicts.get(check) == ("yes" if truth[check] else "no")
+    return {k: ok / total for k, (total, ok) in hits.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--model", type=int, default=2, help="the iteration that made M_t (default 2)")
+    args = parser.parse_args()
+    rates = [choice_rates(run / f"m{args.model}") for run in args.runs]
+    print(f"Which candidate is correct (iteration that made M{args.model}; mean over {len(rates)} runs, range):")
+    for key in rates[0]:
+        values = [r[key] for r in rates]
+        print(f"  {key:32s} {statistics.fmean(values):.3f}  ({min(values):.3f}-{max(values):.3f})")
+    held_out = [check_accuracy(run / "m1" / "eval_judge.jsonl") for run in args.runs]
+    own = [check_accuracy(run / f"m{args.model}" / "judgments.jsonl") for run in args.runs]
+    print("\nVerdicts that agree with the oracle, per check (M1's judge on the held-out set | M"
+          f"{args.model - 1}'s judge on its own candidates):")
+    keys = sorted({k for r in held_out + own for k in r})
+    for key in keys:
+        a = [r[key] for r in held_out if key in r]
+        b = [r[key] for r in own if key in r]
+        print(f"  {key[0]:7s} {key[1]:7s} {statistics.fmean(a) if a else float('nan'):.2f} | "
+              f"{statistics.fmean(b) if b else float('nan'):.2f}")
+
+
+if __name__ == "__main__":
+    main()

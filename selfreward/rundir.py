@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import shutil
 import time
@@ -152,6 +153,9 @@ def _run_stage_together(folder: Path, stage: str, fn: Callable[[], dict], parall
             else:
                 outcome = ("ok", _run_stage(folder, stage, fn))
         except Exception as e:  # noqa: BLE001 - told to the other processes, then raised here
+            # Said at once: the other processes may be waiting in a collective that never comes.
+            logging.getLogger("selfreward").error("stage %s failed in process %d: %s: %s", stage,
+                                                  distributed.rank(), type(e).__name__, e)
             error, outcome = e, ("error", f"{type(e).__name__}: {e}")
     outcomes = distributed.gather(outcome)
     failed = [(r, what) for r, (status, what) in enumerate(outcomes) if status == "error"]

@@ -18,10 +18,11 @@ iteration T, where M_T makes ``m{T+1}/``; ``eval`` measures M_T in ``m{T}/``. ``
 
 A stage that already finished (its ``.done`` marker) is not run again; one whose input is missing
 stops with a message naming the file and the stage that writes it. The stage prints its info (the
-marker's JSON) on the last line of stdout. Exit codes are those of ``selfreward``: 1 for a run
-that stopped on its input or state, 2 for a config that cannot work, 130 when interrupted.
+marker's JSON) on the last line of stdout (from the first process of a launch). Exit codes are those
+of ``selfreward``: 1 for a run that stopped on its input or state, 2 for a config that cannot work,
+130 when interrupted.
 
-Under a launch of several processes (``accelerate launch --config_file conf/accelerate/ddp.yaml
+Under a launch of several processes (``accelerate launch --config_file conf/accelerate/ddp.yml
 --num_processes N -m selfreward.stages STAGE ...``) every process runs the stage together
 (:mod:`selfreward.distributed`): training is TRL's under accelerate (DDP, ZeRO-3, FSDP), the
 generating stages (prompts, candidates, judgments, judge_pairs, eval, eft) split their requests over
@@ -169,6 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print(f"selfreward: interrupted; run the same command again to redo stage {args.stage}", file=sys.stderr)
         sys.exit(130)
+    if not distributed.is_main():
+        return  # the first process of a launch prints it
     # As the marker records it (numpy and torch scalars as numbers).
     print(json.dumps(info, sort_keys=True, default=lambda x: x.item() if hasattr(x, "item") else str(x)))
 

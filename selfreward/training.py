@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -89,10 +91,18 @@ def _sharded(trainer) -> bool:
 
 
 def _check_sharding(trainer, run_name: str) -> None:
+    """Stop where the launch asked for sharded training that accelerate does not do (FSDP or
+    DeepSpeed without GPUs: accelerate then trains with plain DDP), or for LoRA with it."""
+    for name, env, enabled in (("FSDP", "ACCELERATE_USE_FSDP", trainer.is_fsdp_enabled),
+                               ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED", trainer.is_deepspeed_enabled)):
+        if os.environ.get(env, "false").lower() == "true" and not enabled:
+            raise SelfRewardError(f"{run_name}: the launch asks for {name} ({env}=true), which accelerate runs on "
+                                  f"GPUs only; here it would train with plain DDP: launch with "
+                                  f"conf/accelerate/ddp.yml instead")
     if _sharded(trainer) and hasattr(trainer.model, "merge_and_unload"):
         raise SelfRewardError(f"{run_name}: training.lora.enabled=true with DeepSpeed or FSDP is not supported here "
                               f"(its adapters cannot be merged into sharded weights); use DDP "
-                              f"(conf/accelerate/ddp.yaml) or training.lora.enabled=false")
+                              f"(conf/accelerate/ddp.yml) or training.lora.enabled=false")
 
 
 def _save(trainer, tokenizer, tmp_dir: Path, out_dir: Path, stage_dir: Path) -> dict:
@@ -109,13 +119,15 @@ def _save(trainer, tokenizer, tmp_dir: Path, out_dir: Path, stage_dir: Path) -> 
         model.save_pretrained(str(tmp_dir), **saved)
         tokenizer.save_pretrained(str(tmp_dir))
         (tmp_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run's config.yaml says it all
+        shutil.rmtree(tmp_dir / REF_LOGPS_DIR, ignore_errors=True)
     replace_dir(tmp_dir, out_dir)
     history = trainer.state.log_history
-    if distributed.active() and history and "train_loss" in history[-1]:
+    if distributed.active():
         # Each process's Trainer reports the mean loss of its own share: the mean over the
-        # processes is the one process's figure (equal shares).
-        losses = distributed.gather(history[-1]["train_loss"])
-        history[-1] = {**history[-1], "train_loss": sum(losses) / len(losses)}
+        # processes is the one process's figure (equal shares). Every process takes part.
+        losses = [x for x in distributed.gather(history[-1].get("train_loss") if history else None) if x is not None]
+        if history and "train_loss" in history[-1] and losses:
+            history[-1] = {**history[-1], "train_loss": sum(losses) / len(losses)}
     write_jsonl(stage_dir / "training_log.jsonl", history)
     final = history[-1] if history else {}
     return {"train_loss": final.get("train_loss"), "steps": trainer.state.global_step}
@@ -161,6 +173,9 @@ def sft_trainer(model, tokenizer, examples: list[dict], args, *, peft_config=Non
     return trainer
 
 
+REF_LOGPS_DIR = "ref_logps"  # in the model's work folder, under several processes (removed before saving)
+
+
 def _dpo_trainer_class():
     from trl import DPOTrainer
 
@@ -171,6 +186,15 @@ def _dpo_trainer_class():
 
         def _precompute_ref_logps(self, dataset, name, batch_size):
             dataset = end_labels_at_end_of_turn(dataset, chat.end_of_turn_id(self.processing_class))
+            if distributed.active():
+                # TRL caches the log-probs next to the dataset, written by the first process and
+                # read by all; an in-memory dataset's cache is in a temporary folder of each
+                # process's own, so the dataset goes to a folder they share (removed by _save).
+                shared = Path(self.args.output_dir) / REF_LOGPS_DIR / name
+                if distributed.is_main():
+                    dataset.save_to_disk(str(shared))
+                distributed.barrier()
+                dataset = Dataset.load_from_disk(str(shared))
             return super()._precompute_ref_logps(dataset, name, batch_size)
 
     return EndOfTurnDPOTrainer

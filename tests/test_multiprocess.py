@@ -1,6 +1,6 @@
 """Stages under ``accelerate launch`` with several processes (2 CPU processes, gloo, here).
 
-One launch of ``conf/accelerate/ddp.yaml`` with 2 processes runs, through ``python -m
+One launch of ``conf/accelerate/ddp.yml`` with 2 processes runs, through ``python -m
 selfreward.stages``'s ``main``: pairs and DPO on the judgments of the shared 1-process run, and
 candidates and judgments (sharded generation) on its prompts, then an SFT and greedy generation.
 It checks that the run completes, that only the first process writes (every file once), and what
@@ -30,7 +30,7 @@ from selfreward.training import train_sft
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "conf/accelerate/ddp.yaml"),
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "conf/accelerate/ddp.yml"),
           "--num_processes", "2", "--main_process_port", "29517"]
 
 # Run in each process of the launch: the stages through the CLI's main, with every file move
@@ -42,7 +42,7 @@ DRIVER = textwrap.dedent('''
     from selfreward import distributed, stages
 
     out = Path(sys.argv[1])
-    runs = tuple(str(Path(p).resolve()) for p in sys.argv[2:4])
+    runs = tuple(str(Path(p).resolve()) for p in sys.argv[2:5])
     replace = os.replace
 
     def counted(src, dst):
@@ -52,7 +52,7 @@ DRIVER = textwrap.dedent('''
         return replace(src, dst)
 
     os.replace = counted
-    for spec in sys.argv[4:]:
+    for spec in sys.argv[5:]:
         run, stage, t = spec.split(":")
         stages.main([stage, "--run-dir", run, "--t", t])
 
@@ -110,25 +110,27 @@ def _close(one, two, start, atol):
     """The largest difference between two trained models, and that it is below ``atol`` (the
     updates themselves are about 1e-4 to 1e-2)."""
     assert one.keys() == two.keys()
-    assert max((one[k] - start[k]).abs().max().item() for k in one) > 100 * atol  # they trained
+    assert max((one[k] - start[k]).abs().max().item() for k in one) > max(1e-4, 10 * atol)  # they trained
     return max((one[k] - two[k]).abs().max().item() for k in one) < atol
 
 
 def test_two_processes_write_once_and_match_one_process_where_they_should(tiny_run, tmp_path):
     # a: pairs and DPO from the 1-process run's judgments. DPO as plain DPO (the NLL term is a
     # token mean per process, see the README) with batches of 4 that split the 20 pairs evenly.
-    a, b, one = tmp_path / "a", tmp_path / "b", tmp_path / "one"
-    for run in (a, one):
+    # c and one_c: the same DPO with the reference's log-probs precomputed.
+    a, b, c, one, one_c = (tmp_path / name for name in ("a", "b", "c", "one", "one_c"))
+    for run in (a, c, one, one_c):
         _copy(tiny_run, run, ["prompts_raw.jsonl", "prompts.jsonl", "candidates.jsonl", "judgments.jsonl",
-                              "prompts.done", "candidates.done", "judgments.done"])
+                              "prompts.done", "candidates.done", "judgments.done",
+                              *(("pairs.jsonl", "pairs.done") if run in (c, one_c) else ())])
         config = yaml.safe_load((run / "config.yaml").read_text())
-        config["training"]["dpo"].update(sft_weight=0.0, batch_size=4)
+        config["training"]["dpo"].update(sft_weight=0.0, batch_size=4, precompute_ref_log_probs=run in (c, one_c))
         (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     # b: candidates and judgments (sharded sampling) from its prompts.
     _copy(tiny_run, b, ["prompts_raw.jsonl", "prompts.jsonl", "prompts.done"])
     (tmp_path / "driver.py").write_text(DRIVER)
-    done = subprocess.run([*LAUNCH, str(tmp_path / "driver.py"), str(tmp_path), str(a), str(b),
-                           f"{a}:pairs:1", f"{a}:dpo:1", f"{b}:candidates:1", f"{b}:judgments:1"],
+    done = subprocess.run([*LAUNCH, str(tmp_path / "driver.py"), str(tmp_path), str(a), str(b), str(c),
+                           f"{a}:pairs:1", f"{a}:dpo:1", f"{c}:dpo:1", f"{b}:candidates:1", f"{b}:judgments:1"],
                           env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
 
@@ -152,6 +154,7 @@ def test_two_processes_write_once_and_match_one_process_where_they_should(tiny_r
         shutil.copy(a / "m2" / "pairs.jsonl", one / "m2")
         shutil.copy(a / "m2" / "pairs.done", one / "m2")
         stages.run_stage("dpo", one, 1)
+        stages.run_stage("dpo", one_c, 1)
         cfg = stages.load_config(a)
         cfg.training.sft.epochs = 2
         examples = [{"prompt": r["prompt"], "completion": r["response"]} for r in read_jsonl(a / "data" / "ift.jsonl")]
@@ -163,6 +166,8 @@ def test_two_processes_write_once_and_match_one_process_where_they_should(tiny_r
     assert two_dpo["steps"] == one_dpo["steps"] == 5
     assert two_dpo["train_loss"] == pytest.approx(one_dpo["train_loss"], rel=1e-5)
     assert _close(_weights(a / "m2" / "model"), _weights(one / "m2" / "model"), start, atol=1e-6)
+    assert _close(_weights(c / "m2" / "model"), _weights(one_c / "m2" / "model"), start, atol=1e-6)
+    assert _close(_weights(c / "m2" / "model"), _weights(a / "m2" / "model"), start, atol=1e-5)
     assert _close(_weights(tmp_path / "sft" / "model"), _weights(one / "sft" / "model"), start, atol=1e-5)
 
     # Sharded sampling: every prompt, in order, with its n candidates; every candidate judged, in order.
@@ -197,7 +202,7 @@ def test_the_accelerate_configs_parse():
     from accelerate.commands.config.config_args import load_config_from_file
     from accelerate.utils import DistributedType
 
-    configs = {name: load_config_from_file(str(ROOT / "conf" / "accelerate" / f"{name}.yaml"))
+    configs = {name: load_config_from_file(str(ROOT / "conf" / "accelerate" / f"{name}.yml"))
                for name in ("ddp", "zero3", "fsdp")}
     assert configs["ddp"].distributed_type == DistributedType.MULTI_GPU
     assert configs["fsdp"].distributed_type == DistributedType.FSDP

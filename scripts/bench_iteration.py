@@ -398,7 +398,7 @@ def main() -> None:
     fw_cpu = {}
     run_stage = loop.run_stage
 
-    def cpu_timed_stage(folder, stage, fn):
+    def cpu_timed_stage(folder, stage, fn, **kwargs):
         def wrapped():
             start_cpu = time.process_time()
             try:
@@ -406,7 +406,7 @@ def main() -> None:
             finally:
                 if Path(folder).name == "m2":
                     fw_cpu[stage] = time.process_time() - start_cpu
-        return run_stage(folder, stage, wrapped)
+        return run_stage(folder, stage, wrapped, **kwargs)
 
     cfg1 = compose([*over, "iterations=1"])
     loop.run_stage = cpu_timed_stage

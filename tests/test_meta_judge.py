@@ -167,8 +167,14 @@ def test_meta_judge_config_rules():
             validate(compose_config(overrides))
 
 
-def test_meta_rewarding_run_trains_on_judgment_pairs(tiny_config, tmp_path, monkeypatch):
+def test_meta_judge_in_the_loop_trains_on_judgment_pairs(tiny_run, tmp_path, monkeypatch):
+    """One iteration with meta_judge=pairwise from the shared tiny run's M1 (copied, as the controls
+    start from the default's M1): judge_pairs.jsonl is written, DPO trains on both kinds of pair,
+    and the metrics row reports them."""
     import json
+    import shutil
+
+    from conftest import TINY_RUN
 
     import selfreward.loop as loop
 
@@ -192,10 +198,11 @@ def test_meta_rewarding_run_trains_on_judgment_pairs(tiny_config, tmp_path, monk
     real_write = loop.write_judge_pairs
     monkeypatch.setattr(loop, "train_dpo", recording_train_dpo)
     monkeypatch.setattr(loop, "write_judge_pairs", lambda engine, *a, **k: real_write(PreferHigherScore(), *a, **k))
-    cfg = tiny_config("experiment=meta_rewarding", "data.world.n_meta_judge=200", "meta_judge.max_responses=20",
-                      "threads=1")
     run_dir = tmp_path / "run"
-    loop.run(cfg, run_dir)
+    for name in ("data", "m0", "m1"):
+        shutil.copytree(tiny_run / name, run_dir / name)
+    loop.run(compose_config([*TINY_RUN, "iterations=1", "meta_judge=pairwise", "meta_judge.max_responses=20"]),
+             run_dir)
     out = run_dir / "m2"
     response_pairs = read_jsonl(out / "pairs.jsonl")
     judge_pairs = read_jsonl(out / "judge_pairs.jsonl")
@@ -210,5 +217,3 @@ def test_meta_rewarding_run_trains_on_judgment_pairs(tiny_config, tmp_path, monk
     assert row["meta_judge/pairs"] == len(judge_pairs)
     assert 0 < row["meta_judge/judged"] <= 20
     assert "time/judge_pairs_s" in row
-    # M1 learnt from the meta-judging demonstrations.
-    assert sum(r.get("kind") == "meta_judge" for r in read_jsonl(run_dir / "data" / "ift.jsonl")) == 200

@@ -137,21 +137,23 @@ def _upgrade(saved):
 
 
 def _with_new_defaults(saved):
-    """A config saved before reward shaping and the Best-of-N evaluation, with those keys at their
-    defaults (which change nothing), so that those runs resume."""
+    """A config saved by an older version, with every key added since at its default, so that
+    those runs resume. Keys only ever arrive with a default that keeps the old behaviour (reward
+    shaping off, no Best-of-N, no meta-judge, no precomputed reference log-probs, the vLLM
+    settings unused by the HF backend); a key the saved config *has* is never changed here. The
+    reward's parameters are the reward function's own and are left as saved."""
     if not isinstance(saved, dict):
         return saved
     from selfreward.config import Config
 
-    defaults = OmegaConf.to_container(OmegaConf.structured(Config))
-    evaluation = {k: defaults["evaluation"][k] for k in ("best_of_n", "best_of_n_sizes")}
-    saved = {**saved, "reward_shaping": saved.get("reward_shaping", defaults["reward_shaping"]),
-             "evaluation": {**evaluation, **(saved.get("evaluation") or {})}}
-    # A config saved before training.dpo.precompute_ref_log_probs: off, as it ran.
-    dpo = (saved.get("training") or {}).get("dpo")
-    if isinstance(dpo, dict) and "precompute_ref_log_probs" not in dpo:
-        saved["training"] = {**saved["training"], "dpo": {**dpo, "precompute_ref_log_probs": False}}
-    return saved
+    def fill(node, defaults, path=""):
+        if not isinstance(node, dict) or not isinstance(defaults, dict) or path == "reward":
+            return node
+        merged = {k: fill(v, defaults.get(k), f"{path}.{k}" if path else k) for k, v in node.items()}
+        merged.update({k: v for k, v in defaults.items() if k not in node})
+        return merged
+
+    return fill(saved, OmegaConf.to_container(OmegaConf.structured(Config)))
 
 
 def _diff(old, new, prefix: str = ""):

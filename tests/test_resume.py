@@ -98,6 +98,20 @@ def test_a_run_saved_before_reward_shaping_and_best_of_n_resumes(tiny_config, tm
         loop.check_config(tiny_config("evaluation.best_of_n=true"), tmp_path)
 
 
+def test_a_run_saved_before_the_meta_judge_vllm_and_precomputed_reference_resumes(tiny_config, tmp_path):
+    cfg = tiny_config()
+    loop.check_config(cfg, tmp_path)
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del saved["meta_judge"], saved["generation"]["vllm"], saved["training"]["dpo"]["precompute_ref_log_probs"]
+    del saved["data"]["world"]["n_meta_judge"], saved["data"]["world"]["meta_judge_template"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    loop.check_config(cfg, tmp_path)  # the new keys at their defaults: no change found
+    with pytest.raises(SelfRewardError, match=r"meta_judge.enabled: False -> True"):
+        loop.check_config(tiny_config("meta_judge=pairwise"), tmp_path)
+    with pytest.raises(SelfRewardError, match=r"data.world.n_meta_judge: 0 -> 10"):
+        loop.check_config(tiny_config("data.world.n_meta_judge=10"), tmp_path)
+
+
 def test_a_run_stopped_after_the_reward_model_stage_resumes_to_the_same_judgments(tiny_config, tmp_path, monkeypatch):
     from selfreward.rewards import reward_model
 

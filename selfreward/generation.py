@@ -132,6 +132,23 @@ def load_model(path: str, *, dtype: str = "auto", device: str = "auto", attn_imp
 chat_prompt_ids = chat.prompt_ids
 
 
+def continuation_tokens(tokenizer, messages: list[str], prefixes: list[str], continuations: list[str]):
+    """For every (message, continuation) pair, ``(index, context ids, target ids)`` with
+    ``index = message * len(continuations) + continuation``; pairs with an empty target are left
+    out. Prefix and continuation are tokenized together and split where the prefix alone stops
+    matching, so a merge across the boundary is scored as the model would write it. Shared by
+    the engines' ``continuation_logprobs``."""
+    k = len(continuations)
+    for m, (message, prefix) in enumerate(zip(messages, prefixes, strict=True)):
+        prompt = chat.prompt_ids(tokenizer, message)
+        alone = tokenizer.encode(prefix, add_special_tokens=False)
+        for c, cont in enumerate(continuations):
+            joint = tokenizer.encode(prefix + cont, add_special_tokens=False)
+            split = next((i for i, (a, b) in enumerate(zip(alone, joint)) if a != b), min(len(alone), len(joint)))
+            if joint[split:]:
+                yield m * k + c, prompt + joint[:split], joint[split:]
+
+
 class HFEngine:
     """The Hugging Face ``generate`` backend."""
 
@@ -206,15 +223,8 @@ class HFEngine:
         # so a message costs one forward pass, and only the last positions' logits are computed.
         rows: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
         k = len(continuations)
-        for m, (message, prefix) in enumerate(zip(messages, prefixes, strict=True)):
-            prompt = chat.prompt_ids(self.tokenizer, message)
-            alone = self.tokenizer.encode(prefix, add_special_tokens=False)
-            for c, cont in enumerate(continuations):
-                joint = self.tokenizer.encode(prefix + cont, add_special_tokens=False)
-                split = next((i for i, (a, b) in enumerate(zip(alone, joint)) if a != b), min(len(alone), len(joint)))
-                target = joint[split:]
-                if target:
-                    rows.setdefault(tuple(prompt + joint[:split] + target[:-1]), []).append((m * k + c, target))
+        for index, context, target in continuation_tokens(self.tokenizer, messages, prefixes, continuations):
+            rows.setdefault(tuple(context + target[:-1]), []).append((index, target))
         logprobs = [0.0] * (len(messages) * k)
         keys = list(rows)
         keep = max((len(t) for reads in rows.values() for _, t in reads), default=1)

@@ -139,7 +139,7 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        from selfreward import chat
+        from selfreward.generation import continuation_tokens
 
         k = len(continuations)
         logprobs = [0.0] * (len(messages) * k)
@@ -147,17 +147,11 @@ class VLLMEngine:
         # prefix alone stops matching. Single-token targets are grouped by their context.
         single: dict[tuple[int, ...], list[tuple[int, int]]] = {}
         multi: list[tuple[int, list[int], list[int]]] = []
-        for m, (message, prefix) in enumerate(zip(messages, prefixes, strict=True)):
-            prompt = chat.prompt_ids(self.tokenizer, message)
-            alone = self.tokenizer.encode(prefix, add_special_tokens=False)
-            for c, cont in enumerate(continuations):
-                joint = self.tokenizer.encode(prefix + cont, add_special_tokens=False)
-                split = next((i for i, (a, b) in enumerate(zip(alone, joint)) if a != b), min(len(alone), len(joint)))
-                context, target = prompt + joint[:split], joint[split:]
-                if len(target) == 1:
-                    single.setdefault(tuple(context), []).append((m * k + c, target[0]))
-                elif target:
-                    multi.append((m * k + c, context, target))
+        for index, context, target in continuation_tokens(self.tokenizer, messages, prefixes, continuations):
+            if len(target) == 1:
+                single.setdefault(tuple(context), []).append((index, target[0]))
+            else:
+                multi.append((index, context, target))
         requests, params, reads = [], [], []
         for context, wanted in single.items():
             ids = list(dict.fromkeys(t for _, t in wanted))

@@ -294,6 +294,9 @@ class WorldConfig:
     min_items: int = 3
     max_items: int = 6
     n_ift: int = 1600  # conf/data/builtin.yaml says why these three
+    # Relative share of each task among the n_ift task demonstrations, one weight per task in the
+    # order of ``tasks``; [] is uniform. Held-out, EFT and self-instruction prompts stay uniform.
+    ift_task_weights: list[float] = field(default_factory=list)
     n_self_instruct: int = 300
     self_instruct_shots: int = 4
     self_instruct_template: str = "self_instruct_small"
@@ -309,7 +312,12 @@ class WorldConfig:
 
     def __post_init__(self) -> None:
         self.tasks = list(self.tasks)  # a tuple or an OmegaConf ListConfig would not serialise
+        self.ift_task_weights = [float(w) for w in self.ift_task_weights or []]
         self.validate()
+
+    def ift_weights(self) -> dict[str, float] | None:
+        """Each task's IFT weight as {task: weight}; None when uniform (ift_task_weights is [])."""
+        return dict(zip(self.tasks, self.ift_task_weights)) if self.ift_task_weights else None
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
@@ -317,6 +325,12 @@ class WorldConfig:
         if not self.tasks or unknown or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(
                 f"tasks must be distinct names from {list(TASKS)}, got {self.tasks}"
+            )
+        weights = self.ift_task_weights
+        if weights and (len(weights) != len(self.tasks) or min(weights) < 0 or max(weights) <= 0):
+            raise ValueError(
+                f"ift_task_weights must be one weight >= 0 per task of {self.tasks} (some positive), "
+                f"got {weights}"
             )
         if self.min_items < 1:
             raise ValueError(f"min_items must be at least 1, got {self.min_items}")
@@ -349,21 +363,35 @@ def _bucket_size(task: str, length: int) -> int:
     return 10**length - 5**length if task == "evens" else 10**length
 
 
-def _distinct_prompts(cfg: WorldConfig, rng: random.Random, n: int) -> list[str]:
-    """``n`` distinct task prompts, task and length uniform over those not yet exhausted."""
+def _distinct_prompts(
+    cfg: WorldConfig, rng: random.Random, n: int, *, task_weights: dict[str, float] | None = None,
+    seen: set[str] | None = None, used: dict[tuple[str, int], int] | None = None,
+) -> list[str]:
+    """``n`` distinct task prompts, (task, length) uniform over those not yet exhausted.
+
+    ``task_weights`` makes a task that much more likely (lengths stay uniform within a task);
+    ``seen`` and ``used`` carry over between draws, so that consecutive draws are disjoint.
+    """
     buckets = [(t, k) for t in cfg.tasks for k in range(cfg.min_items, cfg.max_items + 1)]
-    space = sum(_bucket_size(t, k) for t, k in buckets)
+    seen = set() if seen is None else seen
+    used = {b: 0 for b in buckets} if used is None else used
+    space = sum(_bucket_size(t, k) for t, k in buckets) - len(seen)
     if n > space:
         raise ValueError(
-            f"the world has only {space} distinct prompts (tasks {cfg.tasks}, "
-            f"{cfg.min_items}..{cfg.max_items} items) but the requested disjoint sets need {n}: "
-            "lower the counts or widen tasks/min_items/max_items"
+            f"the world has only {space + len(seen)} distinct prompts (tasks {cfg.tasks}, "
+            f"{cfg.min_items}..{cfg.max_items} items) but the requested disjoint sets need "
+            f"{n + len(seen)}: lower the counts or widen tasks/min_items/max_items"
         )
-    used = {b: 0 for b in buckets}
-    seen: set[str] = set()
     out: list[str] = []
     while len(out) < n:
-        task, length = rng.choice([b for b in buckets if used[b] < _bucket_size(*b)])
+        open_buckets = [b for b in buckets if used[b] < _bucket_size(*b)]
+        if task_weights is None:
+            task, length = rng.choice(open_buckets)
+        else:
+            weights = [task_weights[t] for t, _ in open_buckets]
+            if not any(weights):
+                raise ValueError(f"every task with a positive IFT weight is exhausted after {len(out)} prompts")
+            task, length = rng.choices(open_buckets, weights=weights)[0]
         items = [rng.choice("0123456789") for _ in range(length)]
         prompt = f"{task}: {' '.join(items)}"
         if prompt in seen or parse_prompt(prompt) is None:
@@ -465,9 +493,18 @@ def build_world(cfg: WorldConfig, out_dir: Path | str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
 
     # Held-out sets are drawn first so that they do not change when training counts do.
-    sizes = [cfg.n_eval_prompts, cfg.n_judge_eval, cfg.n_ift, cfg.n_eft, cfg.n_self_instruct]
-    prompts = iter(_distinct_prompts(cfg, random.Random(cfg.seed), sum(sizes)))
-    eval_p, judge_p, ift_p, eft_p, new_p = ([next(prompts) for _ in range(n)] for n in sizes)
+    # One stream of distinct prompts; only the task demonstrations follow ift_task_weights (the
+    # held-out sets stay uniform over tasks). Uniform weights draw exactly what one draw would.
+    rng, seen = random.Random(cfg.seed), set()
+    used = {(t, k): 0 for t in cfg.tasks for k in range(cfg.min_items, cfg.max_items + 1)}
+    ift_weights = cfg.ift_weights()
+
+    def draw(n: int, weights: dict[str, float] | None = None) -> list[str]:
+        return _distinct_prompts(cfg, rng, n, task_weights=weights, seen=seen, used=used)
+
+    eval_p, judge_p = draw(cfg.n_eval_prompts), draw(cfg.n_judge_eval)
+    ift_p = draw(cfg.n_ift, ift_weights)
+    eft_p, new_p = draw(cfg.n_eft), draw(cfg.n_self_instruct)
 
     # One random stream per file, so that drawing one file's rows never shifts another's.
     template = load_template(cfg.self_instruct_template)

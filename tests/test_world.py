@@ -160,6 +160,9 @@ def test_sample_response_spreads_scores():
         (dict(n_judge_eval=-1), "n_judge_eval"),
         (dict(self_instruct_shots=0), "self_instruct_shots"),
         (dict(judge_eval_responses=1), "judge_eval_responses"),
+        (dict(ift_task_weights=[1, 2]), "ift_task_weights"),
+        (dict(ift_task_weights=[1, -1, 1]), "ift_task_weights"),
+        (dict(ift_task_weights=[0, 0, 0]), "ift_task_weights"),
     ],
 )
 def test_config_validation(kwargs, name):
@@ -205,6 +208,27 @@ def test_determinism(tmp_path, world_dir):
         assert (tmp_path / "same" / name).read_bytes() == (world_dir / name).read_bytes()
         if name != "world.json":
             assert (tmp_path / "other" / name).read_bytes() != (world_dir / name).read_bytes()
+
+
+def test_ift_task_weights(tmp_path):
+    """Weights set the IFT task mix only; held-out and EFT prompts stay as the uniform world's."""
+    base = dict(SMALL, n_ift=600, n_eft=30, n_self_instruct=0, n_eval_prompts=300)
+    build_world(WorldConfig(**base), tmp_path / "uniform")
+    build_world(WorldConfig(**base, ift_task_weights=[1, 4, 0]), tmp_path / "weighted")
+
+    def tasks(name, folder):
+        return collections.Counter(parse_prompt(r["prompt"])[0] for r in read_jsonl(tmp_path / folder / name))
+
+    weighted, uniform = tasks("ift.jsonl", "weighted"), tasks("ift.jsonl", "uniform")
+    assert weighted["evens"] == 0 and 430 < weighted["unique"] < 530  # 480 expected
+    assert min(uniform.values()) > 150  # about 200 each
+    for name in ("eval_prompts.jsonl", "judge_eval.jsonl"):  # drawn before the IFT prompts
+        assert (tmp_path / "weighted" / name).read_bytes() == (tmp_path / "uniform" / name).read_bytes()
+    eval_tasks = tasks("eval_prompts.jsonl", "weighted")
+    assert min(eval_tasks.values()) > 70  # 100 each expected: uniform
+    everything = [r["prompt"] for name in ("ift.jsonl", "eval_prompts.jsonl", "judge_eval.jsonl")
+                  for r in read_jsonl(tmp_path / "weighted" / name)]
+    assert len(set(everything)) == len(everything)  # still disjoint
 
 
 def test_ift_and_self_instruct(world_dir):

@@ -4,7 +4,8 @@
 
 Reads ``runs/<experiment>/seed<S>/metrics.jsonl`` for the default and its four controls and prints
 a markdown table (M1, M2, M3 sampled accuracy, M3 - M1, M3 vs M1 head to head, the judge's
-held-out pairwise accuracy M1 -> M3, the self-judge's pair accuracy per iteration), then the mean
+held-out pairwise accuracy M1 -> M3, the self-judge's pair accuracy and the share of chosen answers
+that are correct per iteration), then the mean
 gain of each experiment, M1's spread over seeds, the share of the random-pairs-to-oracle distance
 the default closes, and the default's head to head and judge trend. `scripts/run_evidence.sh`
 runs it after the report.
@@ -36,18 +37,20 @@ def load(root: Path) -> dict[tuple[str, int], list[dict]]:
 def main() -> None:
     runs = load(Path(sys.argv[1]))
     print("| experiment | seed | M1 | M2 | M3 | M3 - M1 (points) | M3 vs M1 head to head, sampled "
-          "| judge pairwise M1 -> M3 | pair accuracy M2, M3 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| judge pairwise M1 -> M3 | pair accuracy M2, M3 | chosen right M2, M3 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     gains: dict[str, list[float]] = {}
     for (experiment, seed), rows in sorted(runs.items(), key=lambda kv: (EXPERIMENTS.index(kv[0][0]), kv[0][1])):
         acc = [r[SAMPLED] for r in rows]
         gain = 100 * (acc[2] - acc[0])
         gains.setdefault(experiment, []).append(gain)
         pair_acc = [rows[k].get("self_judge/pair_accuracy") for k in (1, 2)]
+        chosen_right = [rows[k].get("self_judge/chosen_correct_rate") for k in (1, 2)]
         print(f"| {experiment} | {seed} | {acc[0]:.3f} | {acc[1]:.3f} | {acc[2]:.3f} | {gain:+.1f} | "
               f"{rows[2]['h2h/vs_m1_win_rate_sampled']:.3f} | "
               f"{rows[0]['judge/pairwise_accuracy']:.3f} -> {rows[2]['judge/pairwise_accuracy']:.3f} | "
-              + ", ".join(f"{p:.2f}" if p is not None else "-" for p in pair_acc) + " |")
+              + " | ".join(", ".join(f"{p:.2f}" if p is not None else "-" for p in values)
+                           for values in (pair_acc, chosen_right)) + " |")
     print()
     for experiment, values in gains.items():
         print(f"{experiment}: mean gain {statistics.fmean(values):+.1f} points over {len(values)} seeds, "

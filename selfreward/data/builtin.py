@@ -151,16 +151,45 @@ def is_correct(prompt: str, response: str) -> bool:
     return checks is not None and checks["exact"]
 
 
-def judgment_text(checks: dict[str, bool]) -> str:
+def judgment_text(checks: dict[str, bool], trace: str | None = None) -> str:
     """The EFT target: each check's verdict, then the total:
-    ``"digits yes, length no, items no, order yes, exact no\\nScore: 2"``.
+    ``"digits yes, length no, items no, order yes, exact no\\nScore: 2"``, after ``trace``
+    (:func:`membership_trace`) where one is given.
 
     The judge checks the response against the prompt; it does not write its own solution first.
     A judge that re-solves the task is right only when its own solution is, and so shares the
     policy's mistakes (no generation-verification gap).
     """
     verdicts = ", ".join(f"{name} {'yes' if checks[name] else 'no'}" for name in CHECKS)
-    return f"{verdicts}\nScore: {sum(bool(checks[name]) for name in CHECKS)}"
+    head = f"{trace}\n" if trace else ""
+    return f"{head}{verdicts}\nScore: {sum(bool(checks[name]) for name in CHECKS)}"
+
+
+def membership_trace(prompt: str, response: str) -> str | None:
+    """A verification trace made of token lookups, written before the verdicts (``world.judge_trace``):
+    each response digit is ``in`` the input, ``out`` of it, or ``again`` (already earlier in the
+    response); each input digit is ``kept`` (in the response) or ``missing``. For example
+    ``"sort: 4 2 2 7"``, ``"2 3 4 7"`` gives ``"response 2 in, 3 out, 4 in, 7 in\\ninput 4 kept,
+    2 kept, 2 kept, 7 kept"``.
+
+    Why: the checks this small model fails on its own candidates are the multiset ones (``items``,
+    ``length``), which it cannot verify any better than it can solve the task; membership is a
+    lookup attention does well, and catches a digit not in the input, a dropped one and a repeat
+    (not a wrong count of a digit the input holds twice). None for an invalid prompt.
+    """
+    parsed = parse_prompt(prompt)
+    if parsed is None:
+        return None
+    items = parsed[1]
+    text = response.strip()
+    if _RESPONSE_RE.fullmatch(text) is None:
+        return "response none"
+    got, seen, tags = text.split(), set(), []
+    for d in got:
+        tags.append(f"{d} {'out' if d not in items else 'again' if d in seen else 'in'}")
+        seen.add(d)
+    kept = ", ".join(f"{d} {'kept' if d in seen else 'missing'}" for d in items)
+    return f"response {', '.join(tags)}\ninput {kept}"
 
 
 # --- Responses of varied quality -------------------------------------------------------------
@@ -301,6 +330,9 @@ class WorldConfig:
     self_instruct_shots: int = 4
     self_instruct_template: str = "self_instruct_small"
     n_eft: int = 6000
+    # EFT judgments start with a verification trace of token lookups (membership_trace); the judge
+    # then needs judge.max_new_tokens of about 128 (experiment=judge_trace sets both).
+    judge_trace: bool = False
     # Demonstrations of Meta-Rewarding's meta-judge (selfreward/meta_judge.py): two judgments of
     # one response, the rubric's own and one with some verdicts wrong, and which is right. A tiny
     # random-init model cannot meta-judge without them; 0 leaves every other file unchanged.
@@ -405,7 +437,7 @@ def _distinct_prompts(
 # --- Data files ------------------------------------------------------------------------------
 
 
-def _eft_examples(rng: random.Random, prompts: list[str], n: int) -> list[dict]:
+def _eft_examples(rng: random.Random, prompts: list[str], n: int, trace: bool = False) -> list[dict]:
     """``n`` judged responses (fewer only if some score is too rare), balanced over scores.
 
     Candidates are drawn round after round over ``prompts`` until every score has its share;
@@ -426,7 +458,8 @@ def _eft_examples(rng: random.Random, prompts: list[str], n: int) -> list[dict]:
             seen.add((prompt, response))
             buckets[score].append(
                 {"prompt": prompt, "response": response,
-                 "judgment": judgment_text(checks), "score": score}
+                 "judgment": judgment_text(checks, membership_trace(prompt, response) if trace else None),
+                 "score": score}
             )
     present = [b for b in buckets.values() if b]
     cap = 2 * min((len(b) for b in present), default=0)
@@ -519,7 +552,7 @@ def build_world(cfg: WorldConfig, out_dir: Path | str) -> dict:
         ift += _meta_judge_examples(random.Random(f"{cfg.seed}/meta_judge"), eft_p, cfg.n_meta_judge,
                                     load_template(cfg.meta_judge_template))
     random.Random(f"{cfg.seed}/ift").shuffle(ift)
-    eft = _eft_examples(random.Random(f"{cfg.seed}/eft"), eft_p, cfg.n_eft)
+    eft = _eft_examples(random.Random(f"{cfg.seed}/eft"), eft_p, cfg.n_eft, trace=cfg.judge_trace)
     evals = [{"prompt": p, "answer": answer(p)} for p in eval_p]
     judge_rng = random.Random(f"{cfg.seed}/judge_eval")
     judge = [_judge_eval_row(judge_rng, p, cfg.judge_eval_responses) for p in judge_p]

@@ -21,6 +21,7 @@ from selfreward.data.builtin import (
     build_world,
     is_correct,
     judgment_text,
+    membership_trace,
     oracle_score,
     parse_prompt,
     rubric_checks,
@@ -122,6 +123,30 @@ def test_judgment_text():
     )
     # The judgment never contains the answer: the judge checks, it does not re-solve.
     assert "1 2 3" not in judgment_text(rubric_checks("sort: 3 1 2", "1 3 2"))
+
+
+def test_membership_trace():
+    # A replaced digit (3 is not in the input) is "out"; a dropped one "missing"; a repeat "again".
+    assert membership_trace("sort: 4 2 2 7", "2 3 4 7") == (
+        "response 2 in, 3 out, 4 in, 7 in\ninput 4 kept, 2 kept, 2 kept, 7 kept")
+    assert membership_trace("unique: 5 1 5", "5 5") == "response 5 in, 5 again\ninput 5 kept, 1 missing, 5 kept"
+    assert membership_trace("evens: 1 2", "two") == "response none"
+    assert membership_trace("shuffle: 1 2", "1 2") is None
+    checks = rubric_checks("sort: 4 2 2 7", "2 3 4 7")
+    trace = membership_trace("sort: 4 2 2 7", "2 3 4 7")
+    assert judgment_text(checks, trace) == trace + "\n" + judgment_text(checks)
+
+
+def test_judge_trace_world(tmp_path, world_dir):
+    build_world(WorldConfig(**SMALL, judge_trace=True), tmp_path)
+    rows = read_jsonl(tmp_path / "eft.jsonl")
+    for r in rows:
+        trace = membership_trace(r["prompt"], r["response"])
+        assert r["judgment"] == judgment_text(rubric_checks(r["prompt"], r["response"]), trace)
+    # Only the judgments change: the same prompts and responses as the world without the trace.
+    plain = read_jsonl(world_dir / "eft.jsonl")
+    assert [(r["prompt"], r["response"]) for r in rows] == [(r["prompt"], r["response"]) for r in plain]
+    assert (tmp_path / "ift.jsonl").read_bytes() == (world_dir / "ift.jsonl").read_bytes()
 
 
 def test_judge_template_lists_the_checks():

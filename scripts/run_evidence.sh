@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# bash scripts/run_evidence.sh [SEED ...]        (default seeds: 0 1 2 3 4; about two hours)
-# JOBS=2 bash scripts/run_evidence.sh            (two seeds at a time, one torch thread each; about an hour)
+# bash scripts/run_evidence.sh [SEED ...]        (default seeds: 0 1 2 3 4; about three hours)
+# JOBS=2 bash scripts/run_evidence.sh            (two seeds at a time, one torch thread each; about 1 h 45 min beside other jobs)
 #
 # The default experiment and its four controls (conf/experiment/{oracle_reward,rft_oracle,
 # sft_best,random_pairs}.yaml) for each seed, then the report in docs/results/. Reruns resume:

@@ -78,7 +78,7 @@ class PromptsConfig:
     template: str = "self_instruct_small"
     writer: str = "current"  # "current" = M_t; otherwise a model id/path used as a fixed prompt writer
     shots: int = 4  # k demonstrations drawn from the seed prompts for each request
-    n_requests: int = 1000  # prompts asked for per iteration (before filtering)
+    n_requests: int = 1500  # prompts asked for per iteration (before filtering)
     max_prompts: int | None = None  # cap on prompts kept per iteration
     temperature: float = 1.0
     top_p: float = 0.9

@@ -32,7 +32,7 @@ from selfreward.data.builtin import (
     write_base_model,
 )
 
-WORLD = WorldConfig(seed=7, tasks=["sort"], min_items=3, max_items=5, n_ift=2000, n_self_instruct=0, n_eft=0,
+WORLD = WorldConfig(seed=7, tasks=["sort"], ift_task_weights=[], min_items=3, max_items=5, n_ift=2000, n_self_instruct=0, n_eft=0,
                     n_eval_prompts=0, n_judge_eval=0)
 
 

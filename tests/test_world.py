@@ -197,14 +197,14 @@ def test_config_validation(kwargs, name):
 
 def test_prompt_space_too_small(tmp_path):
     # "sort" with one item has 10 distinct prompts; these sets need 11.
-    cfg = WorldConfig(tasks=["sort"], min_items=1, max_items=1, n_ift=5, n_self_instruct=0,
+    cfg = WorldConfig(tasks=["sort"], ift_task_weights=[], min_items=1, max_items=1, n_ift=5, n_self_instruct=0,
                       n_eft=2, n_eval_prompts=2, n_judge_eval=2)
     with pytest.raises(ValueError, match="distinct prompts"):
         build_world(cfg, tmp_path)
 
 
 def test_small_space_can_be_used_up(tmp_path):
-    cfg = WorldConfig(tasks=["sort"], min_items=1, max_items=1, n_ift=4, n_self_instruct=0,
+    cfg = WorldConfig(tasks=["sort"], ift_task_weights=[], min_items=1, max_items=1, n_ift=4, n_self_instruct=0,
                       n_eft=2, n_eval_prompts=2, n_judge_eval=2)
     build_world(cfg, tmp_path)
     prompts = [r["prompt"] for name in ("ift.jsonl", "eval_prompts.jsonl", "judge_eval.jsonl")
@@ -238,7 +238,7 @@ def test_determinism(tmp_path, world_dir):
 def test_ift_task_weights(tmp_path):
     """Weights set the IFT task mix only; held-out and EFT prompts stay as the uniform world's."""
     base = dict(SMALL, n_ift=600, n_eft=30, n_self_instruct=0, n_eval_prompts=300)
-    build_world(WorldConfig(**base), tmp_path / "uniform")
+    build_world(WorldConfig(**base, ift_task_weights=[]), tmp_path / "uniform")
     build_world(WorldConfig(**base, ift_task_weights=[1, 4, 0]), tmp_path / "weighted")
 
     def tasks(name, folder):

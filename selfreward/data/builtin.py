@@ -322,10 +322,11 @@ class WorldConfig:
     tasks: list[str] = field(default_factory=lambda: ["sort", "unique", "evens"])
     min_items: int = 3
     max_items: int = 6
-    n_ift: int = 1600  # conf/data/builtin.yaml says why these three
+    n_ift: int = 1900  # conf/data/builtin.yaml says why these (n_ift, ift_task_weights, n_eft)
     # Relative share of each task among the n_ift task demonstrations, one weight per task in the
-    # order of ``tasks``; [] is uniform. Held-out, EFT and self-instruction prompts stay uniform.
-    ift_task_weights: list[float] = field(default_factory=list)
+    # order of ``tasks``; [] is uniform (as worlds were before this field). Held-out, EFT and
+    # self-instruction prompts stay uniform.
+    ift_task_weights: list[float] = field(default_factory=lambda: [1.0, 2.0, 0.6])
     n_self_instruct: int = 300
     self_instruct_shots: int = 4
     self_instruct_template: str = "self_instruct_small"
@@ -362,7 +363,7 @@ class WorldConfig:
         if weights and (len(weights) != len(self.tasks) or min(weights) < 0 or max(weights) <= 0):
             raise ValueError(
                 f"ift_task_weights must be one weight >= 0 per task of {self.tasks} (some positive), "
-                f"got {weights}"
+                f"got {weights}; [] draws the tasks uniformly"
             )
         if self.min_items < 1:
             raise ValueError(f"min_items must be at least 1, got {self.min_items}")

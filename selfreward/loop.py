@@ -141,10 +141,16 @@ def _with_new_defaults(saved):
     those runs resume. Keys only ever arrive with a default that keeps the old behaviour (reward
     shaping off, no Best-of-N, no meta-judge, no precomputed reference log-probs, the vLLM
     settings unused by the HF backend); a key the saved config *has* is never changed here. The
-    reward's parameters are the reward function's own and are left as saved."""
+    reward's parameters are the reward function's own and are left as saved. The exception,
+    ``data.world.ift_task_weights``, arrived with a weighted default: a world saved without it was
+    drawn uniformly, so it reads as ``[]``."""
     if not isinstance(saved, dict):
         return saved
     from selfreward.config import Config
+
+    world = (saved.get("data") or {}).get("world")
+    if isinstance(world, dict) and "ift_task_weights" not in world:
+        saved = {**saved, "data": {**saved["data"], "world": {**world, "ift_task_weights": []}}}
 
     def fill(node, defaults, path=""):
         if not isinstance(node, dict) or not isinstance(defaults, dict) or path == "reward":

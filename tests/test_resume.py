@@ -112,6 +112,18 @@ def test_a_run_saved_before_the_meta_judge_vllm_and_precomputed_reference_resume
         loop.check_config(tiny_config("data.world.n_meta_judge=10"), tmp_path)
 
 
+def test_a_run_saved_before_the_ift_task_weights_reads_as_a_uniform_world(tiny_config, tmp_path):
+    # Before the field, every world was drawn uniformly over tasks: the weighted default does not apply.
+    uniform = tiny_config("data.world.ift_task_weights=[]")
+    loop.check_config(uniform, tmp_path)
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del saved["data"]["world"]["ift_task_weights"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    loop.check_config(uniform, tmp_path)
+    with pytest.raises(SelfRewardError, match=r"data.world.ift_task_weights: \[\] -> \[1.0, 2.0, 0.6\]"):
+        loop.check_config(tiny_config("data.world.ift_task_weights=[1,2,0.6]"), tmp_path)
+
+
 def test_a_run_stopped_after_the_reward_model_stage_resumes_to_the_same_judgments(tiny_config, tmp_path, monkeypatch):
     from selfreward.rewards import reward_model
 

@@ -136,27 +136,28 @@ def _upgrade(saved):
     return saved
 
 
+# Keys that arrived with a default other than what older versions did, and the value that says
+# what they did: worlds were drawn uniformly over tasks before ift_task_weights.
+BEFORE_THE_KEY = {"data.world.ift_task_weights": []}
+
+
 def _with_new_defaults(saved):
     """A config saved by an older version, with every key added since at its default, so that
     those runs resume. Keys only ever arrive with a default that keeps the old behaviour (reward
     shaping off, no Best-of-N, no meta-judge, no precomputed reference log-probs, the vLLM
     settings unused by the HF backend); a key the saved config *has* is never changed here. The
-    reward's parameters are the reward function's own and are left as saved. The exception,
-    ``data.world.ift_task_weights``, arrived with a weighted default: a world saved without it was
-    drawn uniformly, so it reads as ``[]``."""
+    reward's parameters are the reward function's own and are left as saved. A key whose default
+    does not keep the old behaviour takes its value from :data:`BEFORE_THE_KEY` instead."""
     if not isinstance(saved, dict):
         return saved
     from selfreward.config import Config
-
-    world = (saved.get("data") or {}).get("world")
-    if isinstance(world, dict) and "ift_task_weights" not in world:
-        saved = {**saved, "data": {**saved["data"], "world": {**world, "ift_task_weights": []}}}
 
     def fill(node, defaults, path=""):
         if not isinstance(node, dict) or not isinstance(defaults, dict) or path == "reward":
             return node
         merged = {k: fill(v, defaults.get(k), f"{path}.{k}" if path else k) for k, v in node.items()}
-        merged.update({k: v for k, v in defaults.items() if k not in node})
+        merged.update({k: BEFORE_THE_KEY.get(f"{path}.{k}" if path else k, v)
+                       for k, v in defaults.items() if k not in node})
         return merged
 
     return fill(saved, OmegaConf.to_container(OmegaConf.structured(Config)))

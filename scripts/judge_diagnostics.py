@@ -57,7 +57,9 @@ def check_accuracy(path: Path) -> dict[tuple[str, str], float]:
         task = parse_prompt(r["prompt"])[0]
         for judgment in r["judgments"]:
             verdicts = {}
-            for part in judgment.split("\n")[0].split(","):
+            # The verdict line is the first line of a plain judgment, after the trace of a traced one.
+            line = next((ln for ln in judgment.split("\n") if ln.startswith(CHECKS[0])), "")
+            for part in line.split(","):
                 words = part.split()
                 if len(words) == 2:
                     verdicts[words[0]] = words[1]

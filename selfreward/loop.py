@@ -39,12 +39,16 @@ from omegaconf import OmegaConf
 from selfreward import distributed
 from selfreward.config import ConfigError, validate
 from selfreward.data import (
+    EFT_GROUPS,
     Oracle,
     SeedData,
     base_model,
     eft_from_judgments,
+    eft_stage_input,
+    eft_with_own_answers,
     load_data,
     make_oracle,
+    own_answer_requests,
     prepare_data,
 )
 from selfreward.evaluation import (
@@ -334,13 +338,18 @@ def sft_examples(data: SeedData, cfg) -> list[dict]:
     return ift + eft
 
 
+def _sft_on_ift(base_path: str, tokenizer_path: str, data_dir: Path, m1: Path, cfg) -> dict:
+    """The eft stage's SFT-on-IFT model, in ``m1/ift_model``."""
+    ift = [{"prompt": r["prompt"], "completion": r["response"]} for r in read_jsonl(data_dir / "ift.jsonl")]
+    return train_sft(base_path, ift, m1 / "ift_model", cfg, tokenizer_path=tokenizer_path,
+                     seed=stage_seed(cfg.seed, 1, "ift_sft"), report_to=_report_to(cfg), run_name="sft-ift")
+
+
 def build_eft(base_path: str, tokenizer_path: str, data_dir: Path, m1: Path, models: _Models, cfg) -> dict:
     """The paper's EFT data: an SFT-on-IFT model judges human-ranked answers; judgments whose
     score order agrees with the human ranking are kept, the most common score down-sampled."""
-    ift = [{"prompt": r["prompt"], "completion": r["response"]} for r in read_jsonl(data_dir / "ift.jsonl")]
-    info = train_sft(base_path, ift, m1 / "ift_model", cfg, tokenizer_path=tokenizer_path,
-                     seed=stage_seed(cfg.seed, 1, "ift_sft"), report_to=_report_to(cfg), run_name="sft-ift")
-    groups = read_jsonl(data_dir / "eft_groups.jsonl")
+    info = _sft_on_ift(base_path, tokenizer_path, data_dir, m1, cfg)
+    groups = read_jsonl(data_dir / EFT_GROUPS)
     items = [(g["prompt"], r) for g in groups for r in g["responses"]]
     records = judge(models.get(str(m1 / "ift_model")), load_template(cfg.judge.template), items, cfg.judge,
                     repeats=1, seed=stage_seed(cfg.seed, 1, "eft_judge"), desc="EFT judgments")
@@ -356,6 +365,24 @@ def build_eft(base_path: str, tokenizer_path: str, data_dir: Path, m1: Path, mod
                               f"agreed with the human ranking (see {m1 / 'ift_model'})")
     write_jsonl(data_dir / "eft.jsonl", eft)
     return {"eft": len(eft), "groups": len(groups), "ift_sft_loss": info["train_loss"]}
+
+
+def build_eft_from_own_answers(base_path: str, tokenizer_path: str, data_dir: Path, m1: Path, models: _Models,
+                               cfg) -> dict:
+    """EFT data from the model's own answers (the built-in world's ``n_eft_own``): an SFT-on-IFT
+    model answers the prompts of ``eft_own_prompts.jsonl`` (as many answers each as the source
+    asks, with the candidate sampling settings) and the source labels them into ``eft.jsonl``."""
+    info = _sft_on_ift(base_path, tokenizer_path, data_dir, m1, cfg)
+    prompts, n = own_answer_requests(cfg, data_dir)
+    g = cfg.generation
+    answers = models.get(str(m1 / "ift_model")).generate(
+        prompts, Sampling(g.temperature, g.top_p, g.max_new_tokens), n=n, seed=stage_seed(cfg.seed, 1, "eft_answers"),
+        desc="EFT answers")
+    models.free()
+    eft = eft_with_own_answers(cfg, data_dir, list(zip(prompts, answers)), seed=stage_seed(cfg.seed, 1, "eft_rows"))
+    write_jsonl(data_dir / "eft.jsonl", eft)
+    own = sum(r.get("kind") == "own" for r in eft)
+    return {"eft": len(eft), "eft_own": own, "eft_prompts": len(prompts), "ift_sft_loss": info["train_loss"]}
 
 
 def _base_paths(cfg, run_dir: Path) -> tuple[str, str]:
@@ -519,7 +546,7 @@ def _need_model(cfg, run_dir: Path, stage: str, t: int) -> None:
 
 def _need_data(cfg, run_dir: Path, stage: str) -> None:
     _need(run_dir, stage, run_dir / "data", run_dir / "data", "data", "data")
-    if (run_dir / "data" / "eft_groups.jsonl").is_file():
+    if eft_stage_input(run_dir / "data"):
         _need(run_dir, stage, run_dir / "data" / "eft.jsonl", run_dir / "m1", "eft", "eft")
 
 
@@ -539,23 +566,26 @@ def stage_base(cfg, run_dir: str | Path, t: int | None = None, *, res: Resources
 
 
 def stage_eft(cfg, run_dir: str | Path, t: int | None = None, *, res: Resources | None = None) -> dict:
-    """The paper's EFT data from an SFT-on-IFT model's judgments, for a data source that asks for
-    it (``data/eft_groups.jsonl``, as ``data=oasst``); ``{}`` otherwise."""
+    """``data/eft.jsonl`` made with an SFT-on-IFT model, for a data source that asks for it: the
+    paper's EFT data from the model's judgments of ranked answers (``data/eft_groups.jsonl``, as
+    ``data=oasst``) or the model's own answers labelled by the source (``data/eft_own_prompts.jsonl``,
+    the built-in world's ``n_eft_own``); ``{}`` otherwise."""
     run_dir = Path(run_dir)
     data_dir, m1 = run_dir / "data", run_dir / "m1"
     if is_done(m1, "eft"):
         return read_done(m1, "eft")
     _need(run_dir, "eft", data_dir, data_dir, "data", "data")
-    if not (data_dir / "eft_groups.jsonl").is_file():
+    kind = eft_stage_input(data_dir)
+    if kind is None:
         return {}
+    build = build_eft if kind == EFT_GROUPS else build_eft_from_own_answers
     if cfg.model.name_or_path == "builtin":
         _need(run_dir, "eft", run_dir / "m0" / "model", run_dir / "m0", "base", "base")
     base, tokenizer = _base_paths(cfg, run_dir)
     with _resources(cfg, run_dir, res) as res:
         if _report_to(cfg) == "wandb":
             res.tracker  # noqa: B018 - TRL's curves join the run's W&B run
-        return run_stage(m1, "eft", lambda: build_eft(base, tokenizer, data_dir, m1, res.models, cfg),
-                         parallel=True)
+        return run_stage(m1, "eft", lambda: build(base, tokenizer, data_dir, m1, res.models, cfg), parallel=True)
 
 
 def stage_sft(cfg, run_dir: str | Path, t: int | None = None, *, res: Resources | None = None) -> dict:

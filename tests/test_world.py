@@ -23,6 +23,7 @@ from selfreward.data.builtin import (
     judgment_text,
     membership_trace,
     oracle_score,
+    own_eft_rows,
     parse_prompt,
     rubric_checks,
     sample_response,
@@ -147,6 +148,48 @@ def test_judge_trace_world(tmp_path, world_dir):
     plain = read_jsonl(world_dir / "eft.jsonl")
     assert [(r["prompt"], r["response"]) for r in rows] == [(r["prompt"], r["response"]) for r in plain]
     assert (tmp_path / "ift.jsonl").read_bytes() == (world_dir / "ift.jsonl").read_bytes()
+
+
+def test_own_eft_rows_label_the_models_answers_half_right():
+    samples = [("sort: 3 1 2", ["1 2 3", "1 2 3", "1 3 2", " 1 2 3 ", "", "1 2\nScore: 5"]),
+               ("evens: 4 1 2", ["4 2", "2 4", "4", "4 2"]),
+               ("shuffle: 1 2", ["1 2"])]  # not a task of the world: no label, no row
+    rows = own_eft_rows(samples, 4, seed=0)
+    # Distinct single-line answers only: right ones are "1 2 3" and "4 2"; wrong "1 3 2", "2 4", "4".
+    right = [r for r in rows if is_correct(r["prompt"], r["response"])]
+    assert len(rows) == 4 and len(right) == 2
+    assert {(r["prompt"], r["response"]) for r in right} == {("sort: 3 1 2", "1 2 3"), ("evens: 4 1 2", "4 2")}
+    for r in rows:
+        checks = rubric_checks(r["prompt"], r["response"])
+        assert r["judgment"] == judgment_text(checks) and r["score"] == sum(checks.values()) and r["kind"] == "own"
+    assert [r["score"] for r in rows if r["response"] == "1 3 2"] in ([], [3])  # order and exact fail
+    # Too few right answers: the wrong ones fill the rest, never a repeat.
+    rows = own_eft_rows(samples, 5, seed=0)
+    assert len(rows) == 5 and len({(r["prompt"], r["response"]) for r in rows}) == 5
+    assert own_eft_rows(samples, 9, seed=0) == own_eft_rows(samples, 9, seed=0) and len(own_eft_rows(samples, 9, seed=0)) == 5
+    traced = own_eft_rows(samples, 2, seed=1, trace=True)
+    assert all(r["judgment"].startswith(membership_trace(r["prompt"], r["response"]) + "\n") for r in traced)
+
+
+def test_a_world_with_own_answer_prompts(tmp_path, world_dir):
+    info = build_world(WorldConfig(**SMALL, n_eft_own=25), tmp_path)
+    # The synthetic judgments wait in eft_seed.jsonl for the eft stage, which writes eft.jsonl.
+    assert not (tmp_path / "eft.jsonl").exists()
+    assert (tmp_path / "eft_seed.jsonl").read_bytes() == (world_dir / "eft.jsonl").read_bytes()
+    for name in ("ift.jsonl", "eval_prompts.jsonl", "judge_eval.jsonl"):
+        assert (tmp_path / name).read_bytes() == (world_dir / name).read_bytes()
+    own = [r["prompt"] for r in read_jsonl(tmp_path / "eft_own_prompts.jsonl")]
+    assert len(own) == len(set(own)) == 25 == info["counts"]["eft_own_prompts.jsonl"]
+    assert all(parse_prompt(p) for p in own)
+    used = {r["prompt"] for name in ("ift.jsonl", "eft_seed.jsonl", "eval_prompts.jsonl", "judge_eval.jsonl")
+            for r in read_jsonl(tmp_path / name)}
+    assert not used & set(own)
+    # The tokenizer learns from the same texts as the world without them.
+    assert tokenizer_corpus(tmp_path) == tokenizer_corpus(world_dir)
+    with pytest.raises(ValueError, match="eft_own_samples must be at least 1"):
+        WorldConfig(eft_own_samples=0)
+    with pytest.raises(ValueError, match="n_eft_own must be at least 0"):
+        WorldConfig(n_eft_own=-1)
 
 
 def test_judge_template_lists_the_checks():
@@ -378,3 +421,29 @@ def test_base_model_round_trip(tokenizer, tmp_path):
         expected = model(**batch).logits
         got = loaded(**batch).logits
     assert torch.equal(expected, got)
+
+
+def test_the_eft_stage_labels_the_models_own_answers(tiny_config, tmp_path):
+    import selfreward.loop as loop
+
+    cfg = tiny_config("iterations=0", "data.world.n_eft=200", "data.world.n_eft_own=60",
+                      "data.world.eft_own_samples=2", "threads=1")
+    rows = loop.run(cfg, tmp_path)
+    data, m1 = tmp_path / "data", tmp_path / "m1"
+    eft = read_jsonl(data / "eft.jsonl")
+    own = [r for r in eft if r.get("kind") == "own"]
+    seed_rows = read_jsonl(data / "eft_seed.jsonl")
+    info = json.loads((m1 / "eft.done").read_text())
+    assert (m1 / "ift_model" / "model.safetensors").is_file() and info["eft_prompts"] == 60
+    assert len(eft) == len(seed_rows) + len(own) == info["eft"] and 0 < len(own) == info["eft_own"] <= 60
+    prompts = {r["prompt"] for r in read_jsonl(data / "eft_own_prompts.jsonl")}
+    for r in own:  # answers to the own-answer prompts, judged by the rubric
+        assert r["prompt"] in prompts
+        assert r["judgment"] == judgment_text(rubric_checks(r["prompt"], r["response"]))
+    assert sorted(map(json.dumps, eft)) == sorted(map(json.dumps, seed_rows + own))
+    assert rows[0]["time/eft_s"] > 0
+    # Redone after a crash before its marker, the stage writes the same file (no row twice).
+    before = (data / "eft.jsonl").read_bytes()
+    (m1 / "eft.done").unlink()
+    loop.stage_eft(cfg, tmp_path)
+    assert (data / "eft.jsonl").read_bytes() == before

@@ -31,6 +31,7 @@ from types import ModuleType
 
 from selfreward.rundir import SelfRewardError, read_jsonl_numbered
 
+from selfreward.data.builtin import OWN_PROMPTS as EFT_OWN_PROMPTS
 from selfreward.data.builtin import WorldConfig  # the schema of data.world (selfreward/config.py)
 
 FILES = ("ift", "eft", "eval_prompts", "judge_eval")
@@ -124,6 +125,29 @@ def make_oracle(cfg, data: SeedData) -> Oracle | None:
 def base_model(cfg, data_dir: Path, out_dir: Path, seed: int) -> dict:
     """Write the source's own base model and tokenizer (``model=tiny``) into ``out_dir``."""
     return source(cfg).base_model(cfg, Path(data_dir), Path(out_dir), seed)
+
+
+# Inputs from which the loop's eft stage makes eft.jsonl: ranked answers for an SFT-on-IFT model to
+# judge (data=oasst, the paper's recipe), or prompts for it to answer, its answers labelled by the
+# world's rubric (the built-in world with data.world.n_eft_own).
+EFT_GROUPS = "eft_groups.jsonl"
+
+
+def eft_stage_input(data_dir: Path) -> str | None:
+    """Which input of the eft stage ``data_dir`` holds (:data:`EFT_GROUPS` or
+    :data:`EFT_OWN_PROMPTS`), or None when its ``eft.jsonl`` comes with the data."""
+    return next((name for name in (EFT_GROUPS, EFT_OWN_PROMPTS) if (Path(data_dir) / name).is_file()), None)
+
+
+def own_answer_requests(cfg, data_dir: Path) -> tuple[list[str], int]:
+    """The prompts of :data:`EFT_OWN_PROMPTS` and how many answers to sample for each."""
+    return source(cfg).own_answer_requests(cfg, Path(data_dir))
+
+
+def eft_with_own_answers(cfg, data_dir: Path, samples: list[tuple[str, list[str]]], seed: int) -> list[dict]:
+    """``eft.jsonl``'s rows from an SFT-on-IFT model's ``samples`` ((prompt, answers) pairs) of the
+    prompts in :data:`EFT_OWN_PROMPTS`, labelled by the source (the built-in world's rubric)."""
+    return source(cfg).eft_with_own_answers(cfg, Path(data_dir), samples, seed)
 
 
 def eft_from_judgments(*args, **kwargs):

@@ -334,6 +334,12 @@ class WorldConfig:
     # EFT judgments start with a verification trace of token lookups (membership_trace); the judge
     # then needs judge.max_new_tokens of about 128 (experiment=judge_trace sets both).
     judge_trace: bool = False
+    # EFT rows from the model's own answers (the paper's EFT data are judgments of *model* outputs):
+    # the loop's eft stage trains an SFT-on-IFT model, samples eft_own_samples answers to each of
+    # n_eft_own fresh prompts, and the rubric labels them (as annotators would), half right and half
+    # wrong, next to the n_eft synthetic rows. 0 keeps the synthetic rows only (every file as before).
+    n_eft_own: int = 0
+    eft_own_samples: int = 4
     # Demonstrations of Meta-Rewarding's meta-judge (selfreward/meta_judge.py): two judgments of
     # one response, the rubric's own and one with some verdicts wrong, and which is right. A tiny
     # random-init model cannot meta-judge without them; 0 leaves every other file unchanged.
@@ -371,9 +377,12 @@ class WorldConfig:
             raise ValueError(
                 f"max_items ({self.max_items}) must be at least min_items ({self.min_items})"
             )
-        for name in ("n_ift", "n_self_instruct", "n_eft", "n_meta_judge", "n_eval_prompts", "n_judge_eval"):
+        for name in ("n_ift", "n_self_instruct", "n_eft", "n_eft_own", "n_meta_judge", "n_eval_prompts",
+                     "n_judge_eval"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
+        if self.eft_own_samples < 1:
+            raise ValueError(f"eft_own_samples must be at least 1, got {self.eft_own_samples}")
         if self.self_instruct_shots < 1:
             raise ValueError(
                 f"self_instruct_shots must be at least 1, got {self.self_instruct_shots}"
@@ -474,6 +483,56 @@ def _eft_examples(rng: random.Random, prompts: list[str], n: int, trace: bool = 
     return rows
 
 
+OWN_PROMPTS = "eft_own_prompts.jsonl"
+
+
+def own_eft_rows(samples: list[tuple[str, list[str]]], n: int, *, seed: int, trace: bool = False) -> list[dict]:
+    """EFT rows from a model's own answers: ``samples`` holds (prompt, answers) pairs; each distinct
+    single-line answer is labelled with the rubric's judgment (:func:`judgment_text`, with the trace
+    if ``trace``), and ``n`` rows are drawn, half of them right answers and half wrong ones (more of
+    one kind where the other runs short).
+
+    Why half and half: the model's own answers are mostly right or near misses, the cases the
+    synthetic rows (balanced over scores) hold least of; a judge trained on synthetic rows alone
+    says ``exact no`` to most right answers (docs/results.md).
+    """
+    right, wrong, seen = [], [], set()
+    for prompt, answers in samples:
+        for text in answers:
+            text = text.strip()
+            if not text or "\n" in text or (prompt, text) in seen:
+                continue
+            seen.add((prompt, text))
+            checks = rubric_checks(prompt, text)
+            if checks is None:
+                continue
+            row = {"prompt": prompt, "response": text, "score": sum(checks.values()),
+                   "judgment": judgment_text(checks, membership_trace(prompt, text) if trace else None),
+                   "kind": "own"}
+            (right if checks["exact"] else wrong).append(row)
+    rng = random.Random(seed)
+    n_right = min(len(right), max(n // 2, n - len(wrong)))
+    rows = rng.sample(right, n_right) + rng.sample(wrong, min(len(wrong), n - n_right))
+    rng.shuffle(rows)
+    return rows
+
+
+def own_answer_requests(cfg, data_dir: Path) -> tuple[list[str], int]:
+    """The prompts the eft stage's model answers for :func:`eft_with_own_answers`, and how many
+    answers each."""
+    return [r["prompt"] for r in read_jsonl(Path(data_dir) / OWN_PROMPTS)], _world_config(cfg).eft_own_samples
+
+
+def eft_with_own_answers(cfg, data_dir: Path, samples: list[tuple[str, list[str]]], seed: int) -> list[dict]:
+    """``eft.jsonl``'s rows for the eft stage: the synthetic rows of ``eft_seed.jsonl`` and
+    ``n_eft_own`` of the model's own answers, labelled (:func:`own_eft_rows`), shuffled together."""
+    world = _world_config(cfg)
+    rows = read_jsonl(Path(data_dir) / "eft_seed.jsonl")
+    rows += own_eft_rows(samples, world.n_eft_own, seed=seed, trace=world.judge_trace)
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
 def wrong_judgment(rng: random.Random, checks: dict[str, bool]) -> str:
     """A judgment of the rubric's form with one or two verdicts flipped and the score that follows:
     the mistakes a judge makes when it misreads a check."""
@@ -521,6 +580,10 @@ def build_world(cfg: WorldConfig, out_dir: Path | str) -> dict:
 
     Deterministic given ``cfg.seed``. The task prompts of the eval, judge-eval, IFT, EFT and
     self-instruction sets are pairwise disjoint, so held-out prompts are never trained on.
+
+    With ``n_eft_own`` the synthetic judgments go to ``eft_seed.jsonl`` and the prompts for the
+    model's own answers to ``eft_own_prompts.jsonl``; the loop's ``eft`` stage then writes
+    ``eft.jsonl`` (:func:`own_eft_rows`).
     """
     cfg.validate()
     out = Path(out_dir)
@@ -539,6 +602,7 @@ def build_world(cfg: WorldConfig, out_dir: Path | str) -> dict:
     eval_p, judge_p = draw(cfg.n_eval_prompts), draw(cfg.n_judge_eval)
     ift_p = draw(cfg.n_ift, ift_weights)
     eft_p, new_p = draw(cfg.n_eft), draw(cfg.n_self_instruct)
+    own_p = draw(cfg.n_eft_own)  # drawn last: the other files are those of a world without them
 
     # One random stream per file, so that drawing one file's rows never shifts another's.
     template = load_template(cfg.self_instruct_template)
@@ -560,6 +624,10 @@ def build_world(cfg: WorldConfig, out_dir: Path | str) -> dict:
 
     files = {"ift.jsonl": ift, "eft.jsonl": eft, "eval_prompts.jsonl": evals,
              "judge_eval.jsonl": judge}
+    if own_p:
+        # eft.jsonl is the eft stage's: these synthetic rows plus the labelled own answers.
+        files["eft_seed.jsonl"] = files.pop("eft.jsonl")
+        files[OWN_PROMPTS] = [{"prompt": p} for p in own_p]
     for name, rows in files.items():
         write_jsonl(out / name, rows)
     info = {"config": asdict(cfg), "counts": {name: len(rows) for name, rows in files.items()}}
@@ -591,7 +659,9 @@ def tokenizer_corpus(world_dir: Path | str) -> list[str]:
     si_template = load_template(config["self_instruct_template"])
     texts = [judge_template, si_template, chat_text("", "")]
     texts += [chat_text(r["prompt"], r["response"]) for r in read_jsonl(world / "ift.jsonl")]
-    for r in read_jsonl(world / "eft.jsonl"):
+    # Before the eft stage adds the model's own answers, the synthetic rows are in eft_seed.jsonl.
+    eft_file = world / "eft_seed.jsonl" if (world / "eft_seed.jsonl").is_file() else world / "eft.jsonl"
+    for r in read_jsonl(eft_file):
         judge_prompt = fill(judge_template, prompt=r["prompt"], response=r["response"])
         texts.append(chat_text(judge_prompt, r["judgment"]))
     # The held-out files are left out: nothing about them should shape the model, not even its vocabulary.

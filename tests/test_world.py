@@ -21,7 +21,7 @@ from selfreward.data.builtin import (
     build_world,
     is_correct,
     judgment_text,
-    membership_trace,
+    verification_trace,
     oracle_score,
     own_eft_rows,
     parse_prompt,
@@ -126,23 +126,48 @@ def test_judgment_text():
     assert "1 2 3" not in judgment_text(rubric_checks("sort: 3 1 2", "1 3 2"))
 
 
-def test_membership_trace():
-    # A replaced digit (3 is not in the input) is "out"; a dropped one "missing"; a repeat "again".
-    assert membership_trace("sort: 4 2 2 7", "2 3 4 7") == (
-        "response 2 in, 3 out, 4 in, 7 in\ninput 4 kept, 2 kept, 2 kept, 7 kept")
-    assert membership_trace("unique: 5 1 5", "5 5") == "response 5 in, 5 again\ninput 5 kept, 1 missing, 5 kept"
-    assert membership_trace("evens: 1 2", "two") == "response none"
-    assert membership_trace("shuffle: 1 2", "1 2") is None
+def test_verification_trace():
+    # A replaced digit (3 is not in the input) is "out"; the second 2 the answer needs is "missing".
+    assert verification_trace("sort: 4 2 2 7", "2 3 4 7") == (
+        "response 2 in, 3 out, 4 in, 7 in\ninput 4 kept, 2 kept, 2 missing, 7 kept")
+    # Copies are counted: a third 2 is "extra"; for unique any repeat is, and the input's own
+    # repeats are "repeat" (the answer drops them).
+    assert verification_trace("sort: 2 7 2", "2 2 2 7") == "response 2 in, 2 in, 2 extra, 7 in\ninput 2 kept, 7 kept, 2 kept"
+    assert verification_trace("unique: 5 1 5", "5 5") == "response 5 in, 5 extra\ninput 5 kept, 1 missing, 5 repeat"
+    assert verification_trace("unique: 5 1 5", "5 1") == "response 5 in, 1 in\ninput 5 kept, 1 kept, 5 repeat"
+    # evens: odd digits are "odd" on both sides, whether the response holds them or not.
+    assert verification_trace("evens: 1 2 4 2", "1 2 4") == (
+        "response 1 odd, 2 in, 4 in\ninput 1 odd, 2 kept, 4 kept, 2 missing")
+    assert verification_trace("evens: 1 2", "two") == "response none"
+    assert verification_trace("shuffle: 1 2", "1 2") is None
     checks = rubric_checks("sort: 4 2 2 7", "2 3 4 7")
-    trace = membership_trace("sort: 4 2 2 7", "2 3 4 7")
+    trace = verification_trace("sort: 4 2 2 7", "2 3 4 7")
     assert judgment_text(checks, trace) == trace + "\n" + judgment_text(checks)
+
+
+def test_a_clean_trace_is_the_items_check():
+    # On every response of the world, the response line has no out/extra/odd and the input line no
+    # missing exactly when the response holds the answer's digits: the items check is a set of lookups.
+    rng = random.Random(0)
+    for task in ("sort", "unique", "evens"):
+        for _ in range(400):
+            items = [rng.choice("0123456789") for _ in range(rng.randint(3, 6))]
+            prompt = f"{task}: {' '.join(items)}"
+            if parse_prompt(prompt) is None:
+                continue
+            response = sample_response(rng, prompt)
+            trace = verification_trace(prompt, response)
+            said, kept = (trace.split("\n") + [""])[:2]
+            clean = said != "response none" and not any(f" {tag}" in said for tag in ("out", "extra", "odd")) \
+                and " missing" not in kept
+            assert clean == rubric_checks(prompt, response)["items"], (prompt, response, trace)
 
 
 def test_judge_trace_world(tmp_path, world_dir):
     build_world(WorldConfig(**SMALL, judge_trace=True), tmp_path)
     rows = read_jsonl(tmp_path / "eft.jsonl")
     for r in rows:
-        trace = membership_trace(r["prompt"], r["response"])
+        trace = verification_trace(r["prompt"], r["response"])
         assert r["judgment"] == judgment_text(rubric_checks(r["prompt"], r["response"]), trace)
     # Only the judgments change: the same prompts and responses as the world without the trace.
     plain = read_jsonl(world_dir / "eft.jsonl")
@@ -168,7 +193,7 @@ def test_own_eft_rows_label_the_models_answers_half_right():
     assert len(rows) == 5 and len({(r["prompt"], r["response"]) for r in rows}) == 5
     assert own_eft_rows(samples, 9, seed=0) == own_eft_rows(samples, 9, seed=0) and len(own_eft_rows(samples, 9, seed=0)) == 5
     traced = own_eft_rows(samples, 2, seed=1, trace=True)
-    assert all(r["judgment"].startswith(membership_trace(r["prompt"], r["response"]) + "\n") for r in traced)
+    assert all(r["judgment"].startswith(verification_trace(r["prompt"], r["response"]) + "\n") for r in traced)
 
 
 def test_a_world_with_own_answer_prompts(tmp_path, world_dir):

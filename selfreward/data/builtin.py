@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -154,7 +155,7 @@ def is_correct(prompt: str, response: str) -> bool:
 def judgment_text(checks: dict[str, bool], trace: str | None = None) -> str:
     """The EFT target: each check's verdict, then the total:
     ``"digits yes, length no, items no, order yes, exact no\\nScore: 2"``, after ``trace``
-    (:func:`membership_trace`) where one is given.
+    (:func:`verification_trace`) where one is given.
 
     The judge checks the response against the prompt; it does not write its own solution first.
     A judge that re-solves the task is right only when its own solution is, and so shares the
@@ -165,31 +166,51 @@ def judgment_text(checks: dict[str, bool], trace: str | None = None) -> str:
     return f"{head}{verdicts}\nScore: {sum(bool(checks[name]) for name in CHECKS)}"
 
 
-def membership_trace(prompt: str, response: str) -> str | None:
-    """A verification trace made of token lookups, written before the verdicts (``world.judge_trace``):
-    each response digit is ``in`` the input, ``out`` of it, or ``again`` (already earlier in the
-    response); each input digit is ``kept`` (in the response) or ``missing``. For example
-    ``"sort: 4 2 2 7"``, ``"2 3 4 7"`` gives ``"response 2 in, 3 out, 4 in, 7 in\\ninput 4 kept,
-    2 kept, 2 kept, 7 kept"``.
+def verification_trace(prompt: str, response: str) -> str | None:
+    """A verification trace made of token lookups, written before the verdicts (``world.judge_trace``).
 
-    Why: the checks this small model fails on its own candidates are the multiset ones (``items``,
-    ``length``), which it cannot verify any better than it can solve the task; membership is a
-    lookup attention does well, and catches a digit not in the input, a dropped one and a repeat
-    (not a wrong count of a digit the input holds twice). None for an invalid prompt.
+    Each response digit is ``in`` the answer's share of the input, ``out`` (not in the input),
+    ``extra`` (one copy more than the input has, or a repeat for ``unique``) or ``odd`` (for
+    ``evens``); each input digit is ``kept`` (the response holds that many copies of it),
+    ``missing``, ``odd`` (for ``evens``, not wanted) or ``repeat`` (for ``unique``, a copy the
+    answer drops). For example ``"sort: 4 2 2 7"``, ``"2 3 4 7"`` gives
+    ``"response 2 in, 3 out, 4 in, 7 in\ninput 4 kept, 2 kept, 2 missing, 7 kept"``.
+
+    Why: the policy's own wrong answers are multiset errors (a digit not in the input, one copy too
+    many or too few: all but 1-2% of them on validation seed 100), which this small model cannot
+    verify any better than it can solve the task; the trace turns ``items`` into one lookup per
+    digit, each a question about the input alone or about earlier copies (docs/results.md). The
+    answer is never written. None for an invalid prompt.
     """
     parsed = parse_prompt(prompt)
     if parsed is None:
         return None
-    items = parsed[1]
+    task, items = parsed
     text = response.strip()
     if _RESPONSE_RE.fullmatch(text) is None:
         return "response none"
-    got, seen, tags = text.split(), set(), []
+    have, got = Counter(items), text.split()
+
+    def odd(d: str) -> bool:
+        return task == "evens" and int(d) % 2 == 1
+
+    tags, seen = [], Counter()
     for d in got:
-        tags.append(f"{d} {'out' if d not in items else 'again' if d in seen else 'in'}")
-        seen.add(d)
-    kept = ", ".join(f"{d} {'kept' if d in seen else 'missing'}" for d in items)
-    return f"response {', '.join(tags)}\ninput {kept}"
+        seen[d] += 1
+        allowed = 1 if task == "unique" else have[d]
+        tag = "out" if d not in have else "odd" if odd(d) else "extra" if seen[d] > allowed else "in"
+        tags.append(f"{d} {tag}")
+    copies, marks = Counter(got), []
+    for k, d in enumerate(items):
+        nth = items[: k + 1].count(d)
+        if odd(d):
+            tag = "odd"
+        elif task == "unique" and nth > 1:
+            tag = "repeat"
+        else:
+            tag = "kept" if copies[d] >= (1 if task == "unique" else nth) else "missing"
+        marks.append(f"{d} {tag}")
+    return f"response {', '.join(tags)}\ninput {', '.join(marks)}"
 
 
 # --- Responses of varied quality -------------------------------------------------------------
@@ -331,7 +352,7 @@ class WorldConfig:
     self_instruct_shots: int = 4
     self_instruct_template: str = "self_instruct_small"
     n_eft: int = 6000
-    # EFT judgments start with a verification trace of token lookups (membership_trace); the judge
+    # EFT judgments start with a verification trace of token lookups (verification_trace); the judge
     # then needs judge.max_new_tokens of about 128 (experiment=judge_trace sets both).
     judge_trace: bool = False
     # EFT rows from the model's own answers (the paper's EFT data are judgments of *model* outputs):
@@ -468,7 +489,7 @@ def _eft_examples(rng: random.Random, prompts: list[str], n: int, trace: bool = 
             seen.add((prompt, response))
             buckets[score].append(
                 {"prompt": prompt, "response": response,
-                 "judgment": judgment_text(checks, membership_trace(prompt, response) if trace else None),
+                 "judgment": judgment_text(checks, verification_trace(prompt, response) if trace else None),
                  "score": score}
             )
     present = [b for b in buckets.values() if b]
@@ -507,7 +528,7 @@ def own_eft_rows(samples: list[tuple[str, list[str]]], n: int, *, seed: int, tra
             if checks is None:
                 continue
             row = {"prompt": prompt, "response": text, "score": sum(checks.values()),
-                   "judgment": judgment_text(checks, membership_trace(prompt, text) if trace else None),
+                   "judgment": judgment_text(checks, verification_trace(prompt, text) if trace else None),
                    "kind": "own"}
             (right if checks["exact"] else wrong).append(row)
     rng = random.Random(seed)

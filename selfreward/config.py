@@ -200,6 +200,11 @@ class TrainingConfig:
     objective: str = "dpo"
     sft_best: SFTConfig = field(default_factory=lambda: SFTConfig(learning_rate=1e-4, batch_size=16))
     rft: SFTConfig = field(default_factory=lambda: SFTConfig(learning_rate=3e-4, batch_size=16, epochs=4.0))
+    # M1's SFT sees each EFT row this many times an epoch (the IFT rows once): more judge training
+    # without more answer training. The built-in model learns the verification trace's lookups
+    # only after about 12 epochs on its EFT rows; 10 epochs on them alone wipe out its answers
+    # (docs/results.md). 1: every row once (the paper's single SFT).
+    sft_judge_repeats: int = 1
     activation_checkpointing: bool = False  # trade compute for memory on large models
     # True for settings made for the built-in tiny model (SFT lr 1e-3): a pretrained model
     # refuses them (selfreward/models.py). conf/training/real.yaml and paper.yaml set false.
@@ -404,6 +409,7 @@ RANGES = {
     **_trainer_ranges("training.rft"),
     "training.dpo.beta": _rule(lambda v: v > 0, "a number > 0 (at 0 DPO cannot learn)"),
     "training.dpo.sft_weight": _NOT_NEGATIVE,
+    "training.sft_judge_repeats": _int_at_least(1),
     "training.logging_steps": _int_at_least(1),
     "training.dataloader_num_workers": _int_at_least(0),
     "evaluation.sampled_temperature": _TEMPERATURE,

@@ -330,12 +330,13 @@ def rft_examples(judged: list[dict], top_score: float) -> list[dict]:
 
 
 def sft_examples(data: SeedData, cfg) -> list[dict]:
-    """IFT pairs as they are, EFT rows as (filled judge template -> judgment)."""
+    """IFT pairs as they are, EFT rows as (filled judge template -> judgment), each
+    ``training.sft_judge_repeats`` times."""
     template = load_template(cfg.judge.template)
     ift = [{"prompt": r["prompt"], "completion": r["response"]} for r in data.ift]
     eft = [{"prompt": judge_message(template, r["prompt"], r["response"]), "completion": r["judgment"]}
            for r in data.eft]
-    return ift + eft
+    return ift + eft * cfg.training.sft_judge_repeats
 
 
 def _sft_on_ift(base_path: str, tokenizer_path: str, data_dir: Path, m1: Path, cfg) -> dict:

@@ -144,3 +144,19 @@ def test_the_vllm_backend_needs_vllm_at_config_check_time(monkeypatch):
     with pytest.raises(SelfRewardError, match="gpu_memory_utilization"):
         monkeypatch.setitem(sys.modules, "vllm", type(sys)("vllm"))  # a stand-in that imports
         validate(_compose(["generation.backend=vllm", "generation.vllm.gpu_memory_utilization=1.5"]))
+
+
+def test_sft_judge_repeats_repeat_the_eft_rows_only():
+    from selfreward.data import SeedData
+    from selfreward.loop import sft_examples
+
+    data = SeedData(ift=[{"prompt": "sort: 2 1", "response": "1 2"}],
+                    eft=[{"prompt": "sort: 2 1", "response": "2 1", "judgment": "order no\nScore: 4"}],
+                    eval_prompts=[], judge_eval=[])
+    once = sft_examples(data, _compose())
+    thrice = sft_examples(data, _compose(["training.sft_judge_repeats=3"]))
+    assert len(once) == 2 and thrice == once + [once[1]] * 2
+    assert once[1]["completion"] == "order no\nScore: 4" and "sort: 2 1" in once[1]["prompt"]
+    assert _compose(["experiment=judge_trace"]).training.sft_judge_repeats == 3
+    with pytest.raises(SelfRewardError, match=r"training.sft_judge_repeats"):
+        validate(_compose(["training.sft_judge_repeats=0"]))

@@ -174,7 +174,7 @@ def verification_trace(prompt: str, response: str) -> str | None:
     ``evens``); each input digit is ``kept`` (the response holds that many copies of it),
     ``missing``, ``odd`` (for ``evens``, not wanted) or ``repeat`` (for ``unique``, a copy the
     answer drops). For example ``"sort: 4 2 2 7"``, ``"2 3 4 7"`` gives
-    ``"response 2 in, 3 out, 4 in, 7 in\ninput 4 kept, 2 kept, 2 missing, 7 kept"``.
+    ``"response 2 in, 3 out, 4 in, 7 in\\ninput 4 kept, 2 kept, 2 missing, 7 kept"``.
 
     Why: the policy's own wrong answers are multiset errors (a digit not in the input, one copy too
     many or too few: all but 1-2% of them on validation seed 100), which this small model cannot

@@ -200,15 +200,15 @@ def verification_trace(prompt: str, response: str) -> str | None:
         allowed = 1 if task == "unique" else have[d]
         tag = "out" if d not in have else "odd" if odd(d) else "extra" if seen[d] > allowed else "in"
         tags.append(f"{d} {tag}")
-    copies, marks = Counter(got), []
-    for k, d in enumerate(items):
-        nth = items[: k + 1].count(d)
+    copies, marks, nth = Counter(got), [], Counter()
+    for d in items:
+        nth[d] += 1
         if odd(d):
             tag = "odd"
-        elif task == "unique" and nth > 1:
+        elif task == "unique" and nth[d] > 1:
             tag = "repeat"
         else:
-            tag = "kept" if copies[d] >= (1 if task == "unique" else nth) else "missing"
+            tag = "kept" if copies[d] >= (1 if task == "unique" else nth[d]) else "missing"
         marks.append(f"{d} {tag}")
     return f"response {', '.join(tags)}\ninput {', '.join(marks)}"
 
@@ -505,6 +505,7 @@ def _eft_examples(rng: random.Random, prompts: list[str], n: int, trace: bool = 
 
 
 OWN_PROMPTS = "eft_own_prompts.jsonl"
+SEED_EFT = "eft_seed.jsonl"  # the synthetic EFT rows, while the eft stage has not made eft.jsonl
 
 
 def own_eft_rows(samples: list[tuple[str, list[str]]], n: int, *, seed: int, trace: bool = False) -> list[dict]:
@@ -548,7 +549,7 @@ def eft_with_own_answers(cfg, data_dir: Path, samples: list[tuple[str, list[str]
     """``eft.jsonl``'s rows for the eft stage: the synthetic rows of ``eft_seed.jsonl`` and
     ``n_eft_own`` of the model's own answers, labelled (:func:`own_eft_rows`), shuffled together."""
     world = _world_config(cfg)
-    rows = read_jsonl(Path(data_dir) / "eft_seed.jsonl")
+    rows = read_jsonl(Path(data_dir) / SEED_EFT)
     rows += own_eft_rows(samples, world.n_eft_own, seed=seed, trace=world.judge_trace)
     random.Random(seed).shuffle(rows)
     return rows
@@ -647,7 +648,7 @@ def build_world(cfg: WorldConfig, out_dir: Path | str) -> dict:
              "judge_eval.jsonl": judge}
     if own_p:
         # eft.jsonl is the eft stage's: these synthetic rows plus the labelled own answers.
-        files["eft_seed.jsonl"] = files.pop("eft.jsonl")
+        files[SEED_EFT] = files.pop("eft.jsonl")
         files[OWN_PROMPTS] = [{"prompt": p} for p in own_p]
     for name, rows in files.items():
         write_jsonl(out / name, rows)
@@ -681,7 +682,7 @@ def tokenizer_corpus(world_dir: Path | str) -> list[str]:
     texts = [judge_template, si_template, chat_text("", "")]
     texts += [chat_text(r["prompt"], r["response"]) for r in read_jsonl(world / "ift.jsonl")]
     # Before the eft stage adds the model's own answers, the synthetic rows are in eft_seed.jsonl.
-    eft_file = world / "eft_seed.jsonl" if (world / "eft_seed.jsonl").is_file() else world / "eft.jsonl"
+    eft_file = world / SEED_EFT if (world / SEED_EFT).is_file() else world / "eft.jsonl"
     for r in read_jsonl(eft_file):
         judge_prompt = fill(judge_template, prompt=r["prompt"], response=r["response"])
         texts.append(chat_text(judge_prompt, r["judgment"]))

@@ -136,6 +136,9 @@ class PairsConfig:
     # length_control only: chosen = the shortest answer scored >= (1-rho)*max + rho*min, rejected =
     # the longest scored <= (1-rho)*min + rho*max; rho=0 is best_worst with length tie-breaks.
     rho: float = 0.0
+    # best_worst only: which of equally scored answers is chosen/rejected. first: the first sampled
+    # (as before). frequent: the most often sampled of them (chosen and rejected alike).
+    tie_break: str = "first"
     # A candidate cut at generation.max_new_tokens (finished: false) is left out of the pairs
     # unless this is true: a truncated answer is neither a fair winner nor a fair loser.
     allow_truncated: bool = False
@@ -318,6 +321,7 @@ CHOICES = {
     "judge.mode": ("sample", "expected"),
     "reward_shaping.method": ("none", "ctrl"),
     "pairs.method": ("best_worst", "all_pairs", "length_control", "random"),
+    "pairs.tie_break": ("first", "frequent"),
     "training.objective": ("dpo", "sft_best", "rft"),
     "training.dpo.reference": ("previous", "sft"),
     # TRL 1.16's DPO losses (DPOConfig.loss_type); "sft" is added by training.dpo.sft_weight.
@@ -490,6 +494,9 @@ def _check_rules(cfg) -> None:
     if j.min_score >= j.max_score:
         raise ConfigError(f"invalid config: judge.min_score={j.min_score}, judge.max_score={j.max_score}; "
                           f"allowed: min_score < max_score")
+    if cfg.pairs.tie_break != "first" and cfg.pairs.method != "best_worst":
+        raise ConfigError(f"invalid config: pairs.tie_break={cfg.pairs.tie_break} with pairs.method="
+                          f"{cfg.pairs.method}; allowed: tie_break=first (only best_worst has this rule)")
     if cfg.prompts.min_chars > cfg.prompts.max_chars:
         raise ConfigError(f"invalid config: prompts.min_chars={cfg.prompts.min_chars}, prompts.max_chars="
                           f"{cfg.prompts.max_chars}; allowed: min_chars <= max_chars")

@@ -293,7 +293,8 @@ def write_pairs(cfg, *, seed: int, out: Path, model: int, oracle: Oracle | None 
         g["judgments"].append(row["judgments"])
         g["finished"].append(row.get("finished", True))
     pairs, stats = build_pairs(list(groups.values()), method=cfg.pairs.method, min_margin=cfg.pairs.min_margin,
-                               rho=cfg.pairs.rho, seed=seed, allow_truncated=cfg.pairs.allow_truncated)
+                               rho=cfg.pairs.rho, seed=seed, allow_truncated=cfg.pairs.allow_truncated,
+                               tie_break=cfg.pairs.tie_break)
     if not pairs:
         raise SelfRewardError(
             f"iteration {model - 1} made no preference pairs from {stats.prompts} prompts "

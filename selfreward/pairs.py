@@ -31,11 +31,12 @@ class PairStats:
 
 
 METHODS = ("best_worst", "all_pairs", "length_control", "random")
+TIE_BREAKS = ("first", "frequent")
 
 
 def build_pairs(
     groups: list[dict], *, method: str = "best_worst", min_margin: float = 0.0, rho: float = 0.0, seed: int = 0,
-    allow_truncated: bool = False,
+    allow_truncated: bool = False, tie_break: str = "first",
 ) -> tuple[list[dict], PairStats]:
     """Turn judged candidates into pairs.
 
@@ -49,8 +50,11 @@ def build_pairs(
     (``too_few_scored``) or, for the rules with a margin, when no two differ by more than
     ``min_margin`` (``ties``; 0 drops exact ties). Then, per prompt:
 
-    - ``best_worst`` (the paper): chosen = the highest mean score, rejected = the lowest; the
-      first candidate wins among equals.
+    - ``best_worst`` (the paper): chosen = the highest mean score, rejected = the lowest. Among
+      equal scores ``tie_break`` decides (the paper does not say): ``first``, the first candidate
+      wins; ``frequent``, the answer sampled most often wins (then the first): the chosen one is the
+      model's most common top-scored answer, the rejected one its most common lowest-scored
+      answer. Only the judge's scores rank answers; the counts only order ties.
     - ``all_pairs``: every two distinct answers whose scores differ by more than ``min_margin``,
       the higher-scored one chosen (in order of first appearance).
     - ``length_control`` (Meta-Rewarding): with ``S_max``, ``S_min`` the prompt's extreme scores,
@@ -63,6 +67,10 @@ def build_pairs(
     """
     if method not in METHODS:
         raise ValueError(f"pairs.method must be one of {', '.join(METHODS)}, got {method!r}")
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"pairs.tie_break must be one of {', '.join(TIE_BREAKS)}, got {tie_break!r}")
+    if tie_break != "first" and method != "best_worst":
+        raise ValueError(f"pairs.tie_break={tie_break!r} is a best_worst rule; {method!r} breaks its own ties")
     rng = random.Random(seed)
     stats = PairStats()
     pairs = []
@@ -78,7 +86,7 @@ def build_pairs(
         if len(scored) < 2:
             stats.too_few_scored += 1
             continue
-        chosen_rejected = _choose(scored, group["responses"], method, min_margin, rho, rng)
+        chosen_rejected = _choose(scored, group["responses"], method, min_margin, rho, rng, tie_break)
         if not chosen_rejected:
             stats.ties += 1
             continue
@@ -98,7 +106,7 @@ def build_pairs(
 
 
 def _choose(scored: list[tuple[float, int]], responses: list[str], method: str, min_margin: float, rho: float,
-            rng: random.Random) -> list[tuple[tuple[float, int], tuple[float, int]]]:
+            rng: random.Random, tie_break: str = "first") -> list[tuple[tuple, tuple]]:
     """The (chosen, rejected) of one prompt's distinct scored answers under ``method``; empty for a tie."""
     if method == "random":
         return [tuple(rng.sample(scored, 2))]
@@ -106,21 +114,23 @@ def _choose(scored: list[tuple[float, int]], responses: list[str], method: str, 
         return [(a, b) if a[0] > b[0] else (b, a)
                 for k, a in enumerate(scored) for b in scored[k + 1:] if abs(a[0] - b[0]) > min_margin]
     if method == "best_worst":
-        # max/min over (score, -index) and (score, index): the first candidate wins ties.
-        best = max(scored, key=lambda t: (t[0], -t[1]))
-        worst = min(scored, key=lambda t: (t[0], t[1]))
+        # max/min over (score, [count,] -index) and (score, [-count,] index): ties go to the first
+        # candidate, or first to the answer sampled most often.
+        frequent = tie_break == "frequent"
+        best = max(scored, key=lambda t: (t[0], t[2] if frequent else 0, -t[1]))
+        worst = min(scored, key=lambda t: (t[0], -t[2] if frequent else 0, t[1]))
     else:  # length_control
-        top, bottom = max(s for s, _ in scored), min(s for s, _ in scored)
+        top, bottom = max(t[0] for t in scored), min(t[0] for t in scored)
         high, low = (1 - rho) * top + rho * bottom, (1 - rho) * bottom + rho * top
         best = min((t for t in scored if t[0] >= high), key=lambda t: (len(responses[t[1]]), t[1]))
         worst = max((t for t in scored if t[0] <= low), key=lambda t: (len(responses[t[1]]), -t[1]))
     return [(best, worst)] if best[0] - worst[0] > min_margin else []
 
 
-def _distinct_scored(responses: list[str], scores: list[float | None]) -> list[tuple[float, int]]:
-    """(mean score, index of first occurrence) per distinct scored text, in order of appearance."""
+def _distinct_scored(responses: list[str], scores: list[float | None]) -> list[tuple[float, int, int]]:
+    """(mean score, index of first occurrence, copies scored) per distinct scored text, in order of appearance."""
     by_text: dict[str, list] = {}
     for i, (text, score) in enumerate(zip(responses, scores, strict=True)):
         if score is not None:
             by_text.setdefault(text.strip(), [i, []])[1].append(score)
-    return [(sum(s) / len(s), first) for first, s in by_text.values()]
+    return [(sum(s) / len(s), first, len(s)) for first, s in by_text.values()]

@@ -88,10 +88,12 @@ def test_wrong_type_fails():
     ("training.dpo.reference=m0", "training.dpo.reference"),
     ("generation.backend=tgi", "generation.backend='tgi'; allowed: one of hf, vllm"),
     ("iterations=-1", "iterations=-1; allowed: an integer >= 0"),
+    ("pairs.tie_break=last", "pairs.tie_break='last'; allowed: one of first, frequent"),
+    ("pairs.method=all_pairs pairs.tie_break=frequent", "pairs.tie_break=frequent with pairs.method=all_pairs"),
 ])
 def test_bad_choices_fail_before_any_stage(override, message):
     with pytest.raises(SelfRewardError, match=re.escape(message)):
-        validate(_compose([override]))
+        validate(_compose(override.split()))
 
 
 def test_oracle_judge_needs_the_builtin_world():

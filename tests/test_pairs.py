@@ -141,3 +141,24 @@ def test_length_control_drops_a_pair_whose_margin_is_not_above_min_margin():
     # not "ccc"), rejected = the longest scored <= 2 ("bb", 1.0, not "a"): margin 1.
     pairs, _ = build_pairs([g], method="length_control", rho=0.5)
     assert (pairs[0]["chosen"], pairs[0]["rejected"]) == ("a", "bb")
+
+
+def test_frequent_tie_break_by_hand():
+    # Top score 5 shared by "a" (sampled once) and "b" (three copies, mean 5); bottom 1 shared by
+    # "d" (once) and "c" (twice), "e" in between. first: a vs d; frequent: b vs c.
+    g = group("p", ["a", "d", "b", "c", "b", "e", "c", "b"], [5.0, 1.0, 5.0, 1.0, 5.0, 3.0, 1.0, 5.0])
+    (first,), _ = build_pairs([g])
+    (frequent,), _ = build_pairs([g], tie_break="frequent")
+    assert (first["chosen"], first["rejected"]) == ("a", "d")
+    assert (frequent["chosen"], frequent["rejected"]) == ("b", "c")
+    # Counts only order ties: a higher mean score still wins over a more frequent answer.
+    g = group("q", ["x", "y", "y", "y", "z"], [4.0, 3.5, 3.5, 3.5, 0.0])
+    (pair,), _ = build_pairs([g], tie_break="frequent")
+    assert (pair["chosen"], pair["rejected"]) == ("x", "z")
+
+
+def test_frequent_tie_break_is_a_best_worst_rule():
+    with pytest.raises(ValueError, match="tie_break"):
+        build_pairs([group("p", ["a", "b"], [1.0, 0.0])], tie_break="longest")
+    with pytest.raises(ValueError, match="best_worst"):
+        build_pairs([group("p", ["a", "b"], [1.0, 0.0])], method="all_pairs", tie_break="frequent")

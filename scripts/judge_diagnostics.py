@@ -6,8 +6,9 @@ For the iteration that made M_t (default M2: M1's own candidates), over the prom
 candidates got at least two different scores (those that can make a pair):
 
 * how often the judge's top-scored candidate is correct (the one best_worst takes under the
-  run's ``pairs.tie_break``: the first of them, or the most frequent), against a candidate drawn at random (the share of samples that are correct) and
-  the most frequent candidate (majority vote, no judge);
+  run's ``pairs.tie_break``: the first of them, or the most frequent), against a candidate drawn
+  at random (the share of samples that are correct) and the most frequent candidate (majority
+  vote, no judge);
 * per rubric check and task, how often the judge's verdict agrees with the oracle's, on the
   held-out judge set (synthetic responses, m1/eval_judge.jsonl) and on its own candidates.
 """

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from selfreward.data import SOURCES, WorldConfig
+from selfreward.pairs import METHODS as PAIR_METHODS, TIE_BREAKS
 from selfreward.vllm_engine import VLLMSettings  # the schema of generation.vllm (imports no vllm)
 from selfreward.rundir import SelfRewardError
 
@@ -320,8 +321,8 @@ CHOICES = {
     "generation.backend": ("hf", "vllm"),
     "judge.mode": ("sample", "expected"),
     "reward_shaping.method": ("none", "ctrl"),
-    "pairs.method": ("best_worst", "all_pairs", "length_control", "random"),
-    "pairs.tie_break": ("first", "frequent"),
+    "pairs.method": PAIR_METHODS,
+    "pairs.tie_break": TIE_BREAKS,
     "training.objective": ("dpo", "sft_best", "rft"),
     "training.dpo.reference": ("previous", "sft"),
     # TRL 1.16's DPO losses (DPOConfig.loss_type); "sft" is added by training.dpo.sft_weight.

@@ -2,13 +2,12 @@
 
     python scripts/judge_diagnostics.py runs/default/seed0 [runs/default/seed1 ...] [--model 2]
 
-For the iteration that made M_t (default M2: M1's own candidates), over the prompts whose
-candidates got at least two different scores (those that can make a pair):
+For the iteration that made M_t (default M2: M1's own candidates), over the prompts that gave
+preference pairs (the loop's own ``pairs.jsonl``, so whatever pair rule the run used):
 
-* how often the judge's top-scored candidate is correct (the one best_worst takes under the
-  run's ``pairs.tie_break``: the first of them, or the most frequent), against a candidate drawn
-  at random (the share of samples that are correct) and the most frequent candidate (majority
-  vote, no judge);
+* how often the chosen answer is correct (the judge's choice; for a rule with several pairs per
+  prompt, the share of that prompt's pairs), against a candidate drawn at random (the share of
+  samples that are correct) and the most frequent candidate (majority vote, no judge);
 * per rubric check and task, how often the judge's verdict agrees with the oracle's, on the
   held-out judge set (synthetic responses, m1/eval_judge.jsonl) and on its own candidates.
 """
@@ -20,31 +19,23 @@ import collections
 import statistics
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from selfreward.data.builtin import CHECKS, is_correct, parse_prompt, rubric_checks
 from selfreward.rundir import read_jsonl
 
 
-def choice_rates(folder: Path, tie_break: str = "first") -> dict[str, float]:
-    """Correct-answer rates of the judge's choice, a random sample and the majority answer."""
-    scores = collections.defaultdict(dict)
-    for r in read_jsonl(folder / "judgments.jsonl"):
-        scores[r["prompt"]][r["response"]] = r["score"]
+def choice_rates(folder: Path) -> dict[str, float]:
+    """Correct-answer rates of the pairs' chosen answers, a random sample and the majority answer."""
+    chosen = collections.defaultdict(list)
+    for pair in read_jsonl(folder / "pairs.jsonl"):  # the loop's choice, not re-derived here
+        chosen[pair["prompt"]].append(pair["chosen"])
     totals, n = collections.Counter(), 0
     for c in read_jsonl(folder / "candidates.jsonl"):
         prompt, samples = c["prompt"], c["responses"]
-        if parse_prompt(prompt) is None:
-            continue
-        counts = collections.Counter(samples)
-        s = {r: (scores[prompt].get(r) if scores[prompt].get(r) is not None else -1.0) for r in counts}
-        if len(set(s.values())) < 2:
+        if prompt not in chosen or parse_prompt(prompt) is None:
             continue
         n += 1
-        top = max(s.values())
-        tops = [r for r in counts if s[r] == top]  # in order of first appearance
-        chosen = max(tops, key=counts.get) if tie_break == "frequent" else tops[0]  # max keeps the first of equals
-        totals["judge's top-scored candidate"] += is_correct(prompt, chosen)
+        counts = collections.Counter(samples)
+        totals["the chosen answer (judge's choice)"] += statistics.fmean(is_correct(prompt, r) for r in chosen[prompt])
         totals["a random sample"] += sum(is_correct(prompt, r) for r in samples) / len(samples)
         totals["the most frequent candidate"] += is_correct(prompt, max(counts, key=counts.get))
         totals["any candidate correct"] += any(is_correct(prompt, r) for r in counts)
@@ -73,18 +64,12 @@ def check_accuracy(path: Path) -> dict[tuple[str, str], float]:
     return {k: ok / total for k, (total, ok) in hits.items()}
 
 
-def _tie_break(run: Path) -> str:
-    """The run's ``pairs.tie_break`` (``first`` for runs made before it existed)."""
-    config = OmegaConf.load(run / "config.yaml")
-    return OmegaConf.select(config, "pairs.tie_break", default="first")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--model", type=int, default=2, help="the iteration that made M_t (default 2)")
     args = parser.parse_args()
-    rates = [choice_rates(run / f"m{args.model}", _tie_break(run)) for run in args.runs]
+    rates = [choice_rates(run / f"m{args.model}") for run in args.runs]
     print(f"Which candidate is correct (iteration that made M{args.model}; mean over {len(rates)} runs, range):")
     for key in rates[0]:
         values = [r[key] for r in rates]

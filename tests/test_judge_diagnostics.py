@@ -22,24 +22,25 @@ def _write(folder: Path, name: str, rows: list[dict]) -> None:
 
 
 def test_choice_rates_by_hand(tmp_path, diagnostics):
-    # sort: 3 1 2 -> "1 2 3". Candidates: a wrong "1 2 2" first, then the right answer twice;
-    # both scored 5 (a tie at the top), "3 1 2" scored 2.
-    # evens: 4 1 6 -> "4 6": every candidate scored alike, so the prompt is left out.
+    # sort: 3 1 2 -> "1 2 3". Candidates: a wrong "1 2 2" first, then the right answer twice and
+    # "3 1 2"; the loop's pair chose the wrong "1 2 2" over "3 1 2".
+    # reverse: 5 2 8 -> "8 2 5" under a rule with two pairs: one chosen right, one wrong (counts 1/2).
+    # evens: 4 1 6 -> "4 6": no pair, so the prompt is left out.
     _write(tmp_path, "candidates.jsonl", [
         {"prompt": "sort: 3 1 2", "responses": ["1 2 2", "1 2 3", "3 1 2", "1 2 3"]},
+        {"prompt": "reverse: 5 2 8", "responses": ["8 2 5", "5 2 8", "8 5", "5 2 8"]},
         {"prompt": "evens: 4 1 6", "responses": ["4 6", "4"]},
     ])
-    _write(tmp_path, "judgments.jsonl", [
-        {"prompt": "sort: 3 1 2", "response": "1 2 2", "score": 5.0},
-        {"prompt": "sort: 3 1 2", "response": "1 2 3", "score": 5.0},
-        {"prompt": "sort: 3 1 2", "response": "3 1 2", "score": 2.0},
-        {"prompt": "evens: 4 1 6", "response": "4 6", "score": 3.0},
-        {"prompt": "evens: 4 1 6", "response": "4", "score": 3.0},
+    _write(tmp_path, "pairs.jsonl", [
+        {"prompt": "sort: 3 1 2", "chosen": "1 2 2", "rejected": "3 1 2"},
+        {"prompt": "reverse: 5 2 8", "chosen": "8 2 5", "rejected": "8 5"},
+        {"prompt": "reverse: 5 2 8", "chosen": "5 2 8", "rejected": "8 5"},
     ])
-    first = diagnostics.choice_rates(tmp_path)
-    assert first["prompts"] == 1
-    assert first["judge's top-scored candidate"] == 0.0  # the first of the tied answers is wrong
-    assert first["a random sample"] == 0.5 and first["the most frequent candidate"] == 1.0
-    assert first["any candidate correct"] == 1.0
-    frequent = diagnostics.choice_rates(tmp_path, "frequent")
-    assert frequent["judge's top-scored candidate"] == 1.0  # the tied answer sampled twice
+    rates = diagnostics.choice_rates(tmp_path)
+    assert rates["prompts"] == 2
+    assert rates["the chosen answer (judge's choice)"] == pytest.approx((0 + 1 / 2) / 2)
+    # sort: 2 of 4 samples right; reverse: 1 of 4.
+    assert rates["a random sample"] == pytest.approx((2 / 4 + 1 / 4) / 2)
+    # sort's most frequent answer "1 2 3" is right; reverse's "5 2 8" is wrong.
+    assert rates["the most frequent candidate"] == pytest.approx(1 / 2)
+    assert rates["any candidate correct"] == 1.0

@@ -209,6 +209,10 @@ class TrainingConfig:
     # only after about 12 epochs on its EFT rows; 10 epochs on them alone wipe out its answers
     # (docs/results.md). 1: every row once (the paper's single SFT).
     sft_judge_repeats: int = 1
+    # Iteration t (M_t -> M_{t+1}) trains at its stage's learning rate times this to the power t-1
+    # (dpo, sft_best or rft; not M1's SFT): 1 keeps one rate for every round (the paper); below 1,
+    # later rounds, whose model is sharper and whose pairs are fewer, move it less.
+    iteration_lr_decay: float = 1.0
     activation_checkpointing: bool = False  # trade compute for memory on large models
     # True for settings made for the built-in tiny model (SFT lr 1e-3): a pretrained model
     # refuses them (selfreward/models.py). conf/training/real.yaml and paper.yaml set false.
@@ -415,6 +419,7 @@ RANGES = {
     "training.dpo.beta": _rule(lambda v: v > 0, "a number > 0 (at 0 DPO cannot learn)"),
     "training.dpo.sft_weight": _NOT_NEGATIVE,
     "training.sft_judge_repeats": _int_at_least(1),
+    "training.iteration_lr_decay": _rule(lambda v: 0 < v <= 1, "a number in (0, 1] (1: every round alike)"),
     "training.logging_steps": _int_at_least(1),
     "training.dataloader_num_workers": _int_at_least(0),
     "evaluation.sampled_temperature": _TEMPERATURE,

@@ -80,7 +80,7 @@ from selfreward.rundir import (
     write_text,
 )
 from selfreward.tracking import Tracker
-from selfreward.training import train_dpo, train_sft
+from selfreward.training import iteration_lr_scale, train_dpo, train_sft
 
 log = logging.getLogger(__name__)
 
@@ -716,6 +716,7 @@ def stage_train(cfg, run_dir: str | Path, t: int, *, res: Resources | None = Non
         if cfg.meta_judge.enabled:
             _need(run_dir, objective, out / "judge_pairs.jsonl", out, "judge_pairs", f"judge_pairs --t {t}")
     reference = current if cfg.training.dpo.reference == "previous" else str(run_dir / "m1" / "model")
+    lr_scale = iteration_lr_scale(cfg.training, t)
 
     with _resources(cfg, run_dir, res) as res:
         models = res.models
@@ -724,14 +725,14 @@ def stage_train(cfg, run_dir: str | Path, t: int, *, res: Resources | None = Non
             models.free()
             return train_dpo(current, reference, training_pairs(cfg, out), out / "model", cfg,
                              seed=stage_seed(cfg.seed, model, "dpo"), report_to=_report_to(cfg),
-                             run_name=f"dpo-m{model}")
+                             run_name=f"dpo-m{model}", lr_scale=lr_scale)
 
         def sft_best() -> dict:
             models.free()
             chosen = [{"prompt": p["prompt"], "completion": p["chosen"]} for p in read_jsonl(out / "pairs.jsonl")]
             return train_sft(current, chosen, out / "model", cfg, seed=stage_seed(cfg.seed, model, "sft_best"),
                              stage_cfg=cfg.training.sft_best, report_to=_report_to(cfg),
-                             run_name=f"sft-best-m{model}")
+                             run_name=f"sft-best-m{model}", lr_scale=lr_scale)
 
         def rft() -> dict:
             models.free()
@@ -741,7 +742,8 @@ def stage_train(cfg, run_dir: str | Path, t: int, *, res: Resources | None = Non
                                       f"rejection-sampling fine-tuning has nothing to train on "
                                       f"({out / 'judgments.jsonl'})")
             result = train_sft(current, unique, out / "model", cfg, seed=stage_seed(cfg.seed, model, "rft"),
-                               stage_cfg=cfg.training.rft, report_to=_report_to(cfg), run_name=f"rft-m{model}")
+                               stage_cfg=cfg.training.rft, report_to=_report_to(cfg), run_name=f"rft-m{model}",
+                               lr_scale=lr_scale)
             return {**result, "examples": len(unique)}
 
         train = {"dpo": dpo, "sft_best": sft_best, "rft": rft}[objective]

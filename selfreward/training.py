@@ -59,13 +59,14 @@ def _peft_config(lora):
 
 
 def _trainer_args(stage_cfg, training_cfg, model_cfg, output_dir: Path, seed: int, report_to: str,
-                  run_name: str) -> dict:
+                  run_name: str, lr_scale: float = 1.0) -> dict:
     """Arguments shared by SFTConfig and DPOConfig. The stage's ``batch_size`` is that of all
-    processes together (:func:`selfreward.distributed.batch_args`)."""
+    processes together (:func:`selfreward.distributed.batch_args`); its learning rate is scaled
+    by ``lr_scale`` (the loop's per-iteration decay, :func:`iteration_lr_scale`)."""
     return dict(
         output_dir=str(output_dir),
         run_name=run_name,
-        learning_rate=stage_cfg.learning_rate,
+        learning_rate=stage_cfg.learning_rate * lr_scale,
         lr_scheduler_type=stage_cfg.lr_scheduler_type,
         warmup_steps=stage_cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
         num_train_epochs=stage_cfg.epochs,
@@ -83,6 +84,15 @@ def _trainer_args(stage_cfg, training_cfg, model_cfg, output_dir: Path, seed: in
         **_precision(model_cfg),
         disable_tqdm=False,
     )
+
+
+def iteration_lr_scale(training_cfg, t: int) -> float:
+    """The factor on the learning rate of iteration ``t`` (M_t -> M_{t+1}, t >= 1):
+    ``training.iteration_lr_decay`` to the power t-1, so the first iteration trains at the
+    configured rate."""
+    if t < 1:
+        raise ValueError(f"iterations are numbered from 1, got {t}")
+    return training_cfg.iteration_lr_decay ** (t - 1)
 
 
 def _sharded(trainer) -> bool:
@@ -218,13 +228,13 @@ def dpo_trainer(model, ref_model, tokenizer, pairs: list[dict], args, *, peft_co
 
 def train_sft(
     model_path: str, examples: list[dict], out_dir: Path, cfg, *, seed: int, tokenizer_path: str | None = None,
-    stage_cfg=None, report_to: str = "none", run_name: str = "sft",
+    stage_cfg=None, report_to: str = "none", run_name: str = "sft", lr_scale: float = 1.0,
 ) -> dict:
     """Supervised fine-tuning on ``[{"prompt", "completion"}]`` with TRL's SFTTrainer.
 
     The loss covers the completion only; prompt and completion are formatted with the
     tokenizer's chat template, the same one generation uses. ``stage_cfg`` defaults to
-    ``cfg.training.sft``.
+    ``cfg.training.sft``; its learning rate is scaled by ``lr_scale``.
     """
     from trl import SFTConfig
 
@@ -235,7 +245,8 @@ def train_sft(
     tokenizer = load_tokenizer(tokenizer_path or model_path, cfg.model.chat_template, cfg.model.trust_remote_code)
     model = _load_for_training(model_path, cfg)
     args = SFTConfig(
-        **_trainer_args(stage_cfg or cfg.training.sft, cfg.training, cfg.model, work, seed, report_to, run_name),
+        **_trainer_args(stage_cfg or cfg.training.sft, cfg.training, cfg.model, work, seed, report_to, run_name,
+                        lr_scale),
         completion_only_loss=True,
     )
     trainer = sft_trainer(model, tokenizer, examples, args, peft_config=_peft_config(cfg.training.lora))
@@ -247,9 +258,10 @@ def train_sft(
 
 def train_dpo(
     model_path: str, ref_path: str, pairs: list[dict], out_dir: Path, cfg, *, seed: int,
-    report_to: str = "none", run_name: str = "dpo",
+    report_to: str = "none", run_name: str = "dpo", lr_scale: float = 1.0,
 ) -> dict:
-    """DPO with TRL's DPOTrainer, initialised from ``model_path`` against the reference in ``ref_path``."""
+    """DPO with TRL's DPOTrainer, initialised from ``model_path`` against the reference in ``ref_path``,
+    at ``training.dpo.learning_rate`` times ``lr_scale``."""
     from trl import DPOConfig
 
     if not pairs:
@@ -271,7 +283,7 @@ def train_dpo(
                                attn_implementation=cfg.model.attn_implementation,
                                trust_remote_code=cfg.model.trust_remote_code)
     args = DPOConfig(
-        **_trainer_args(dpo, cfg.training, cfg.model, work, seed, report_to, run_name),
+        **_trainer_args(dpo, cfg.training, cfg.model, work, seed, report_to, run_name, lr_scale),
         beta=dpo.beta,
         loss_type=[dpo.loss_type, "sft"] if dpo.sft_weight else [dpo.loss_type],
         loss_weights=[1.0, dpo.sft_weight] if dpo.sft_weight else None,

@@ -108,3 +108,27 @@ def test_a_stage_whose_input_is_missing_names_the_file_and_the_stage_that_writes
     assert _main("rft", "--run-dir", run, "--t", "1") == 2
     assert "trains with training.objective=dpo; its training stage is dpo (or train), not rft" in \
         capsys.readouterr().err
+
+
+def test_later_iterations_train_at_the_decayed_learning_rate(tiny_run, tmp_path, monkeypatch):
+    """training.iteration_lr_decay=0.3: iteration 1 trains at the configured rate, iteration 2 at
+    0.3 of it, and the factor is what reaches TRL's learning_rate."""
+    from conftest import TINY_RUN, compose_config
+
+    import selfreward.loop as loop
+    from selfreward import training
+
+    cfg = compose_config([*TINY_RUN, "training.iteration_lr_decay=0.3"])
+    assert [training.iteration_lr_scale(cfg.training, t) for t in (1, 2, 3)] == pytest.approx([1, 0.3, 0.09])
+    args = training._trainer_args(cfg.training.dpo, cfg.training, cfg.model, tmp_path, 0, "none", "dpo", 0.3)
+    assert args["learning_rate"] == pytest.approx(0.3 * cfg.training.dpo.learning_rate)
+
+    scales = []
+    monkeypatch.setattr(loop, "train_dpo", lambda *a, lr_scale, **k: scales.append(lr_scale) or {"steps": 0})
+    run_dir = tmp_path / "run"
+    for name in ("data", "m0", "m1", "m2", "m3"):  # every input of both DPO stages, their outputs left out
+        shutil.copytree(tiny_run / name, run_dir / name,
+                        ignore=shutil.ignore_patterns("dpo.done", *(["model"] if name == "m3" else [])))
+    loop.stage_train(cfg, run_dir, 1)
+    loop.stage_train(cfg, run_dir, 2)
+    assert scales == pytest.approx([1.0, 0.3])

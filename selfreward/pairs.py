@@ -19,6 +19,7 @@ class PairStats:
     ties: int = 0  # best and worst scored the same (or within min_margin)
     too_few_scored: int = 0  # fewer than 2 distinct candidate texts with a parsed score
     truncated: int = 0  # candidates left out because they were cut at max_new_tokens
+    shared_best: int = 0  # dropped by unique_best: several distinct answers share the top score
 
     @property
     def tie_rate(self) -> float:
@@ -36,7 +37,7 @@ TIE_BREAKS = ("first", "frequent")
 
 def build_pairs(
     groups: list[dict], *, method: str = "best_worst", min_margin: float = 0.0, rho: float = 0.0, seed: int = 0,
-    allow_truncated: bool = False, tie_break: str = "first",
+    allow_truncated: bool = False, tie_break: str = "first", unique_best: bool = False,
 ) -> tuple[list[dict], PairStats]:
     """Turn judged candidates into pairs.
 
@@ -54,7 +55,10 @@ def build_pairs(
       equal scores ``tie_break`` decides (the paper does not say): ``first``, the first candidate
       wins; ``frequent``, the answer sampled most often wins (then the first): the chosen one is the
       model's most common top-scored answer, the rejected one its most common lowest-scored
-      answer. Only the judge's scores rank answers; the counts only order ties.
+      answer. Only the judge's scores rank answers; the counts only order ties. With
+      ``unique_best``, a prompt whose top score is shared by several distinct answers gives no
+      pair (``shared_best``): the judge did not pick one best answer. On tasks with one right
+      answer, two answers at the top mean the judge passed at least one wrong answer.
     - ``all_pairs``: every two distinct answers whose scores differ by more than ``min_margin``,
       the higher-scored one chosen (in order of first appearance).
     - ``length_control`` (Meta-Rewarding): with ``S_max``, ``S_min`` the prompt's extreme scores,
@@ -71,6 +75,8 @@ def build_pairs(
         raise ValueError(f"pairs.tie_break must be one of {', '.join(TIE_BREAKS)}, got {tie_break!r}")
     if tie_break != "first" and method != "best_worst":
         raise ValueError(f"pairs.tie_break={tie_break!r} is a best_worst rule; {method!r} breaks its own ties")
+    if unique_best and method != "best_worst":
+        raise ValueError(f"pairs.unique_best is a best_worst rule; {method!r} picks its chosen answers its own way")
     rng = random.Random(seed)
     stats = PairStats()
     pairs = []
@@ -85,6 +91,9 @@ def build_pairs(
         scored = _distinct_scored(group["responses"], scores)
         if len(scored) < 2:
             stats.too_few_scored += 1
+            continue
+        if unique_best and sum(t[0] == max(u[0] for u in scored) for t in scored) > 1:
+            stats.shared_best += 1
             continue
         chosen_rejected = _choose(scored, group["responses"], method, min_margin, rho, rng, tie_break)
         if not chosen_rejected:

@@ -90,6 +90,8 @@ def test_wrong_type_fails():
     ("iterations=-1", "iterations=-1; allowed: an integer >= 0"),
     ("pairs.tie_break=last", "pairs.tie_break='last'; allowed: one of first, frequent"),
     ("pairs.method=all_pairs pairs.tie_break=frequent", "pairs.tie_break=frequent with pairs.method=all_pairs"),
+    ("pairs.method=random pairs.unique_best=true", "pairs.unique_best=true with pairs.method=random; allowed: "
+     "unique_best=false"),
 ])
 def test_bad_choices_fail_before_any_stage(override, message):
     with pytest.raises(SelfRewardError, match=re.escape(message)):

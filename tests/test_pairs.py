@@ -157,6 +157,25 @@ def test_frequent_tie_break_by_hand():
     assert (pair["chosen"], pair["rejected"]) == ("x", "z")
 
 
+def test_unique_best_drops_prompts_whose_top_score_is_shared_by_hand():
+    # "a" and "b" both at 5: the judge picked no best answer, the prompt gives no pair. Copies of
+    # one answer are one answer: "c" twice at the top with "d" below still gives c vs d.
+    shared = group("p", ["a", "d", "b"], [5.0, 1.0, 5.0])
+    single = group("q", ["c", "d", "c", "e"], [5.0, 1.0, 5.0, 3.0])
+    pairs, stats = build_pairs([shared, single], unique_best=True)
+    assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [("q", "c", "d")]
+    assert (stats.shared_best, stats.ties, stats.pairs) == (1, 0, 1)
+    assert stats.as_dict()["shared_best"] == 1
+    # Off (the default), the shared top is broken as before: the first sampled answer wins.
+    pairs, stats = build_pairs([shared, single])
+    assert [p["chosen"] for p in pairs] == ["a", "c"] and stats.shared_best == 0
+    # A shared bottom is no reason to drop: the rejected answer is any of the worst.
+    (pair,), _ = build_pairs([group("r", ["x", "y", "z"], [4.0, 0.0, 0.0])], unique_best=True)
+    assert (pair["chosen"], pair["rejected"]) == ("x", "y")
+    with pytest.raises(ValueError, match="unique_best is a best_worst rule"):
+        build_pairs([shared], method="all_pairs", unique_best=True)
+
+
 def test_frequent_tie_break_is_a_best_worst_rule():
     with pytest.raises(ValueError, match="tie_break"):
         build_pairs([group("p", ["a", "b"], [1.0, 0.0])], tie_break="longest")

@@ -216,6 +216,11 @@ class TrainingConfig:
     # (dpo, sft_best or rft; not M1's SFT): 1 keeps one rate for every round (the paper); below 1,
     # later rounds, whose model is sharper and whose pairs are fewer, move it less.
     iteration_lr_decay: float = 1.0
+    # After each round's training (dpo, sft_best or rft), M_{t+1} is fine-tuned on this many seed
+    # EFT rows drawn afresh each round (SFT with the settings in eft_replay): the judging M1 was
+    # taught, which training on answers alone wears away. 0: no replay (the paper).
+    eft_replay_rows: int = 0
+    eft_replay: SFTConfig = field(default_factory=lambda: SFTConfig(learning_rate=1e-4, epochs=1.0))
     activation_checkpointing: bool = False  # trade compute for memory on large models
     # True for settings made for the built-in tiny model (SFT lr 1e-3): a pretrained model
     # refuses them (selfreward/models.py). conf/training/real.yaml and paper.yaml set false.
@@ -419,9 +424,11 @@ RANGES = {
     **_trainer_ranges("training.dpo"),
     **_trainer_ranges("training.sft_best"),
     **_trainer_ranges("training.rft"),
+    **_trainer_ranges("training.eft_replay"),
     "training.dpo.beta": _rule(lambda v: v > 0, "a number > 0 (at 0 DPO cannot learn)"),
     "training.dpo.sft_weight": _NOT_NEGATIVE,
     "training.sft_judge_repeats": _int_at_least(1),
+    "training.eft_replay_rows": _int_at_least(0),
     "training.iteration_lr_decay": _rule(lambda v: 0 < v <= 1, "a number in (0, 1] (1: every round alike)"),
     "training.logging_steps": _int_at_least(1),
     "training.dataloader_num_workers": _int_at_least(0),

@@ -28,7 +28,7 @@ import os
 import random
 import shlex
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -339,6 +339,16 @@ def sft_examples(data: SeedData, cfg) -> list[dict]:
     eft = [{"prompt": judge_message(template, r["prompt"], r["response"]), "completion": r["judgment"]}
            for r in data.eft]
     return ift + eft * cfg.training.sft_judge_repeats
+
+
+def eft_replay_examples(data: SeedData, cfg, seed: int) -> list[dict]:
+    """``training.eft_replay_rows`` seed EFT rows (all of them when there are fewer), drawn with
+    ``seed``, as SFT examples (filled judge template -> judgment)."""
+    template = load_template(cfg.judge.template)
+    rows = data.eft
+    if cfg.training.eft_replay_rows < len(rows):
+        rows = random.Random(seed).sample(rows, cfg.training.eft_replay_rows)
+    return [{"prompt": judge_message(template, r["prompt"], r["response"]), "completion": r["judgment"]} for r in rows]
 
 
 def _sft_on_ift(base_path: str, tokenizer_path: str, data_dir: Path, m1: Path, cfg) -> dict:
@@ -714,6 +724,8 @@ def stage_train(cfg, run_dir: str | Path, t: int, *, res: Resources | None = Non
         _need_model(cfg, run_dir, objective, t)
         _need_model(cfg, run_dir, objective, 1)  # the DPO reference with training.dpo.reference=sft
         _need(run_dir, objective, out / "pairs.jsonl", out, "pairs", f"pairs --t {t}")
+        if cfg.training.eft_replay_rows:
+            _need_data(cfg, run_dir, objective)
         if cfg.meta_judge.enabled:
             _need(run_dir, objective, out / "judge_pairs.jsonl", out, "judge_pairs", f"judge_pairs --t {t}")
     reference = current if cfg.training.dpo.reference == "previous" else str(run_dir / "m1" / "model")
@@ -747,7 +759,25 @@ def stage_train(cfg, run_dir: str | Path, t: int, *, res: Resources | None = Non
                                lr_scale=lr_scale)
             return {**result, "examples": len(unique)}
 
-        train = {"dpo": dpo, "sft_best": sft_best, "rft": rft}[objective]
+        def replayed(train) -> Callable[[], dict]:
+            if not cfg.training.eft_replay_rows:
+                return train
+
+            def train_then_replay() -> dict:
+                info = train()
+                # Why not TRL: no trainer of its mixes SFT rows into DPO; a short SFT after the
+                # round's training, from its model into the same folder, keeps the stage one unit
+                # (a crash before the marker redoes both, bit-identically).
+                examples = eft_replay_examples(res.data, cfg, stage_seed(cfg.seed, model, "eft_replay"))
+                replay = train_sft(str(out / "model"), examples, out / "model", cfg,
+                                   seed=stage_seed(cfg.seed, model, "eft_replay_sft"),
+                                   stage_cfg=cfg.training.eft_replay, report_to=_report_to(cfg),
+                                   run_name=f"eft-replay-m{model}", log_name="eft_replay_log.jsonl")
+                return {**info, "eft_replay_rows": len(examples), "eft_replay_loss": replay["train_loss"],
+                        "eft_replay_steps": replay["steps"]}
+            return train_then_replay
+
+        train = replayed({"dpo": dpo, "sft_best": sft_best, "rft": rft}[objective])
         if res.train_launcher and not is_done(out, objective):
             return _own_process(res, objective, out, t)
         if _report_to(cfg) == "wandb" and not is_done(out, objective):

@@ -115,7 +115,8 @@ def _check_sharding(trainer, run_name: str) -> None:
                               f"(conf/accelerate/ddp.yml) or training.lora.enabled=false")
 
 
-def _save(trainer, tokenizer, tmp_dir: Path, out_dir: Path, stage_dir: Path) -> dict:
+def _save(trainer, tokenizer, tmp_dir: Path, out_dir: Path, stage_dir: Path,
+          log_name: str = "training_log.jsonl") -> dict:
     """Write the trained model whole (LoRA adapters merged in, the chat format's stop tokens in
     its generation config), then move it into place; keep the loss curve. Under a launch of
     several processes the main one writes (with ZeRO-3 or FSDP, the weights gathered onto it)."""
@@ -138,7 +139,7 @@ def _save(trainer, tokenizer, tmp_dir: Path, out_dir: Path, stage_dir: Path) -> 
         losses = [x for x in distributed.gather(history[-1].get("train_loss") if history else None) if x is not None]
         if history and "train_loss" in history[-1] and losses:
             history[-1] = {**history[-1], "train_loss": sum(losses) / len(losses)}
-    write_jsonl(stage_dir / "training_log.jsonl", history)
+    write_jsonl(stage_dir / log_name, history)
     final = history[-1] if history else {}
     return {"train_loss": final.get("train_loss"), "steps": trainer.state.global_step}
 
@@ -229,12 +230,15 @@ def dpo_trainer(model, ref_model, tokenizer, pairs: list[dict], args, *, peft_co
 def train_sft(
     model_path: str, examples: list[dict], out_dir: Path, cfg, *, seed: int, tokenizer_path: str | None = None,
     stage_cfg=None, report_to: str = "none", run_name: str = "sft", lr_scale: float = 1.0,
+    log_name: str = "training_log.jsonl",
 ) -> dict:
     """Supervised fine-tuning on ``[{"prompt", "completion"}]`` with TRL's SFTTrainer.
 
     The loss covers the completion only; prompt and completion are formatted with the
     tokenizer's chat template, the same one generation uses. ``stage_cfg`` defaults to
-    ``cfg.training.sft``; its learning rate is scaled by ``lr_scale``.
+    ``cfg.training.sft``; its learning rate is scaled by ``lr_scale``. ``out_dir`` may be
+    ``model_path`` itself (the model is read before the new one replaces it). The loss curve
+    goes to ``log_name`` beside ``out_dir``.
     """
     from trl import SFTConfig
 
@@ -253,7 +257,7 @@ def train_sft(
     _check_sharding(trainer, run_name)
     trainer.add_callback(StopOnNonFiniteLoss(run_name))
     trainer.train()
-    return _save(trainer, tokenizer, work, out_dir, out_dir.parent)
+    return _save(trainer, tokenizer, work, out_dir, out_dir.parent, log_name)
 
 
 def train_dpo(

@@ -715,7 +715,8 @@ def training_pairs(cfg, out: Path) -> list[dict]:
 def stage_train(cfg, run_dir: str | Path, t: int, *, res: Resources | None = None) -> dict:
     """Iteration t: M_{t+1} into ``m{t+1}/model`` by ``training.objective``: DPO on the pairs
     (the stage and marker named ``dpo``), SFT on the chosen answers (``sft_best``) or on the
-    top-scored candidates (``rft``)."""
+    top-scored candidates (``rft``); then, with ``training.eft_replay_rows``, SFT of the new model
+    on that many seed EFT rows (its loss curve in ``eft_replay_log.jsonl``)."""
     run_dir = Path(run_dir)
     out, model = run_dir / f"m{t + 1}", t + 1
     objective = cfg.training.objective

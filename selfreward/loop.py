@@ -298,8 +298,9 @@ def write_pairs(cfg, *, seed: int, out: Path, model: int, oracle: Oracle | None 
     if not pairs:
         raise SelfRewardError(
             f"iteration {model - 1} made no preference pairs from {stats.prompts} prompts "
-            f"({stats.ties} ties, {stats.shared_best} with a top score shared (pairs.unique_best), "
-            f"{stats.too_few_scored} with fewer than 2 distinct scored candidates, "
+            f"({stats.ties} ties, "
+            + (f"{stats.shared_best} with a top score shared (pairs.unique_best), " if cfg.pairs.unique_best else "")
+            + f"{stats.too_few_scored} with fewer than 2 distinct scored candidates, "
             f"{stats.truncated} candidates cut at generation.max_new_tokens left out); "
             f"see {out / 'judgments.jsonl'}"
         )

@@ -332,24 +332,26 @@ def rft_examples(judged: list[dict], top_score: float) -> list[dict]:
     return list(top.values())
 
 
+def judging_examples(rows: list[dict], cfg) -> list[dict]:
+    """EFT rows as SFT examples: the filled judge template -> the judgment."""
+    template = load_template(cfg.judge.template)
+    return [{"prompt": judge_message(template, r["prompt"], r["response"]), "completion": r["judgment"]} for r in rows]
+
+
 def sft_examples(data: SeedData, cfg) -> list[dict]:
     """IFT pairs as they are, EFT rows as (filled judge template -> judgment), each
     ``training.sft_judge_repeats`` times."""
-    template = load_template(cfg.judge.template)
     ift = [{"prompt": r["prompt"], "completion": r["response"]} for r in data.ift]
-    eft = [{"prompt": judge_message(template, r["prompt"], r["response"]), "completion": r["judgment"]}
-           for r in data.eft]
-    return ift + eft * cfg.training.sft_judge_repeats
+    return ift + judging_examples(data.eft, cfg) * cfg.training.sft_judge_repeats
 
 
 def eft_replay_examples(data: SeedData, cfg, seed: int) -> list[dict]:
     """``training.eft_replay_rows`` seed EFT rows (all of them when there are fewer), drawn with
     ``seed``, as SFT examples (filled judge template -> judgment)."""
-    template = load_template(cfg.judge.template)
     rows = data.eft
     if cfg.training.eft_replay_rows < len(rows):
         rows = random.Random(seed).sample(rows, cfg.training.eft_replay_rows)
-    return [{"prompt": judge_message(template, r["prompt"], r["response"]), "completion": r["judgment"]} for r in rows]
+    return judging_examples(rows, cfg)
 
 
 def _sft_on_ift(base_path: str, tokenizer_path: str, data_dir: Path, m1: Path, cfg) -> dict:

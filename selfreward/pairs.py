@@ -92,7 +92,8 @@ def build_pairs(
         if len(scored) < 2:
             stats.too_few_scored += 1
             continue
-        if unique_best and sum(t[0] == max(u[0] for u in scored) for t in scored) > 1:
+        top = max(t[0] for t in scored)
+        if unique_best and sum(t[0] == top for t in scored) > 1:
             stats.shared_best += 1
             continue
         chosen_rejected = _choose(scored, group["responses"], method, min_margin, rho, rng, tie_break)

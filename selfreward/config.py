@@ -143,6 +143,9 @@ class PairsConfig:
     # best_worst only: drop a prompt whose top score is shared by several distinct answers (the
     # judge did not pick a best one; on a task with one right answer it passed a wrong one).
     unique_best: bool = False
+    # best_worst only: keep a prompt's pair only when its chosen answer is also its most often
+    # sampled one (the judge agrees with the policy's majority vote).
+    majority_agrees: bool = False
     # A candidate cut at generation.max_new_tokens (finished: false) is left out of the pairs
     # unless this is true: a truncated answer is neither a fair winner nor a fair loser.
     allow_truncated: bool = False
@@ -513,9 +516,10 @@ def _check_rules(cfg) -> None:
     if cfg.pairs.tie_break != "first" and cfg.pairs.method != "best_worst":
         raise ConfigError(f"invalid config: pairs.tie_break={cfg.pairs.tie_break} with pairs.method="
                           f"{cfg.pairs.method}; allowed: tie_break=first (only best_worst has this rule)")
-    if cfg.pairs.unique_best and cfg.pairs.method != "best_worst":
-        raise ConfigError(f"invalid config: pairs.unique_best=true with pairs.method={cfg.pairs.method}; "
-                          f"allowed: unique_best=false (only best_worst has this rule)")
+    for name in ("unique_best", "majority_agrees"):
+        if getattr(cfg.pairs, name) and cfg.pairs.method != "best_worst":
+            raise ConfigError(f"invalid config: pairs.{name}=true with pairs.method={cfg.pairs.method}; "
+                              f"allowed: {name}=false (only best_worst has this rule)")
     if cfg.prompts.min_chars > cfg.prompts.max_chars:
         raise ConfigError(f"invalid config: prompts.min_chars={cfg.prompts.min_chars}, prompts.max_chars="
                           f"{cfg.prompts.max_chars}; allowed: min_chars <= max_chars")

@@ -294,12 +294,15 @@ def write_pairs(cfg, *, seed: int, out: Path, model: int, oracle: Oracle | None 
         g["finished"].append(row.get("finished", True))
     pairs, stats = build_pairs(list(groups.values()), method=cfg.pairs.method, min_margin=cfg.pairs.min_margin,
                                rho=cfg.pairs.rho, seed=seed, allow_truncated=cfg.pairs.allow_truncated,
-                               tie_break=cfg.pairs.tie_break, unique_best=cfg.pairs.unique_best)
+                               tie_break=cfg.pairs.tie_break, unique_best=cfg.pairs.unique_best,
+                               majority_agrees=cfg.pairs.majority_agrees)
     if not pairs:
         raise SelfRewardError(
             f"iteration {model - 1} made no preference pairs from {stats.prompts} prompts "
             f"({stats.ties} ties, "
             + (f"{stats.shared_best} with a top score shared (pairs.unique_best), " if cfg.pairs.unique_best else "")
+            + (f"{stats.not_majority} whose chosen answer is not the most sampled (pairs.majority_agrees), "
+               if cfg.pairs.majority_agrees else "")
             + f"{stats.too_few_scored} with fewer than 2 distinct scored candidates, "
             f"{stats.truncated} candidates cut at generation.max_new_tokens left out); "
             f"see {out / 'judgments.jsonl'}"

@@ -20,6 +20,7 @@ class PairStats:
     too_few_scored: int = 0  # fewer than 2 distinct candidate texts with a parsed score
     truncated: int = 0  # candidates left out because they were cut at max_new_tokens
     shared_best: int = 0  # dropped by unique_best: several distinct answers share the top score
+    not_majority: int = 0  # dropped by majority_agrees: the chosen answer is not the most sampled one
 
     @property
     def tie_rate(self) -> float:
@@ -38,6 +39,7 @@ TIE_BREAKS = ("first", "frequent")
 def build_pairs(
     groups: list[dict], *, method: str = "best_worst", min_margin: float = 0.0, rho: float = 0.0, seed: int = 0,
     allow_truncated: bool = False, tie_break: str = "first", unique_best: bool = False,
+    majority_agrees: bool = False,
 ) -> tuple[list[dict], PairStats]:
     """Turn judged candidates into pairs.
 
@@ -58,7 +60,11 @@ def build_pairs(
       answer. Only the judge's scores rank answers; the counts only order ties. With
       ``unique_best``, a prompt whose top score is shared by several distinct answers gives no
       pair (``shared_best``): the judge did not pick one best answer. On tasks with one right
-      answer, two answers at the top mean the judge passed at least one wrong answer.
+      answer, two answers at the top mean the judge passed at least one wrong answer. With
+      ``majority_agrees``, a prompt gives a pair only when its chosen answer is also sampled at
+      least as often as any other scored answer (``not_majority``): the judge and the policy's own
+      vote agree (self-consistency, as in Wang et al. 2022); where they disagree, the judge's pick
+      is the less reliable one on the built-in world (docs/results.md).
     - ``all_pairs``: every two distinct answers whose scores differ by more than ``min_margin``,
       the higher-scored one chosen (in order of first appearance).
     - ``length_control`` (Meta-Rewarding): with ``S_max``, ``S_min`` the prompt's extreme scores,
@@ -75,8 +81,9 @@ def build_pairs(
         raise ValueError(f"pairs.tie_break must be one of {', '.join(TIE_BREAKS)}, got {tie_break!r}")
     if tie_break != "first" and method != "best_worst":
         raise ValueError(f"pairs.tie_break={tie_break!r} is a best_worst rule; {method!r} breaks its own ties")
-    if unique_best and method != "best_worst":
-        raise ValueError(f"pairs.unique_best is a best_worst rule; {method!r} picks its chosen answers its own way")
+    for name, on in (("unique_best", unique_best), ("majority_agrees", majority_agrees)):
+        if on and method != "best_worst":
+            raise ValueError(f"pairs.{name} is a best_worst rule; {method!r} picks its chosen answers its own way")
     rng = random.Random(seed)
     stats = PairStats()
     pairs = []
@@ -99,6 +106,9 @@ def build_pairs(
         chosen_rejected = _choose(scored, group["responses"], method, min_margin, rho, rng, tie_break)
         if not chosen_rejected:
             stats.ties += 1
+            continue
+        if majority_agrees and chosen_rejected[0][0][2] < max(t[2] for t in scored):
+            stats.not_majority += 1
             continue
         for best, worst in chosen_rejected:
             pairs.append(

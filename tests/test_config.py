@@ -92,6 +92,8 @@ def test_wrong_type_fails():
     ("pairs.method=all_pairs pairs.tie_break=frequent", "pairs.tie_break=frequent with pairs.method=all_pairs"),
     ("pairs.method=random pairs.unique_best=true", "pairs.unique_best=true with pairs.method=random; allowed: "
      "unique_best=false"),
+    ("pairs.method=all_pairs pairs.majority_agrees=true", "pairs.majority_agrees=true with pairs.method=all_pairs; "
+     "allowed: majority_agrees=false"),
 ])
 def test_bad_choices_fail_before_any_stage(override, message):
     with pytest.raises(SelfRewardError, match=re.escape(message)):

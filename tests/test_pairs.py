@@ -176,6 +176,27 @@ def test_unique_best_drops_prompts_whose_top_score_is_shared_by_hand():
         build_pairs([shared], method="all_pairs", unique_best=True)
 
 
+def test_majority_agrees_keeps_a_pair_only_when_the_chosen_answer_is_the_most_sampled_by_hand():
+    # p: the judge prefers "a" (5) but "b" was sampled three times to a's once: no pair.
+    # q: "c" is both the top-scored and the most sampled answer: c vs d.
+    # r: "x" and "y" sampled twice each, "x" top-scored: a shared majority counts as agreement.
+    disagree = group("p", ["a", "b", "b", "b"], [5.0, 2.0, 2.0, 2.0])
+    agree = group("q", ["c", "d", "c"], [4.0, 1.0, 4.0])
+    level = group("r", ["x", "y", "x", "y", "z"], [5.0, 1.0, 5.0, 1.0, 3.0])
+    pairs, stats = build_pairs([disagree, agree, level], majority_agrees=True, tie_break="frequent")
+    assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [("q", "c", "d"), ("r", "x", "y")]
+    assert (stats.not_majority, stats.ties, stats.pairs) == (1, 0, 2)
+    assert stats.as_dict()["not_majority"] == 1
+    # The count is of scored copies: an unparsed copy of "b" is no vote.
+    (pair,), stats = build_pairs([group("s", ["a", "b", "b"], [5.0, 2.0, None])], majority_agrees=True)
+    assert pair["chosen"] == "a" and stats.not_majority == 0
+    # Off (the default), the judge's pick stands.
+    pairs, stats = build_pairs([disagree])
+    assert [p["chosen"] for p in pairs] == ["a"] and stats.not_majority == 0
+    with pytest.raises(ValueError, match="majority_agrees is a best_worst rule"):
+        build_pairs([disagree], method="random", majority_agrees=True)
+
+
 def test_frequent_tie_break_is_a_best_worst_rule():
     with pytest.raises(ValueError, match="tie_break"):
         build_pairs([group("p", ["a", "b"], [1.0, 0.0])], tie_break="longest")

@@ -204,6 +204,12 @@ def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
+# Below this share of requests kept, self-instruction has likely collapsed (a model after a large
+# DPO round was seen writing "sort::::" to all 6,000 requests, 4 kept): warn, since the round
+# goes on with whatever was kept.
+LOW_KEPT_SHARE = 0.1
+
+
 def write_prompts(engine: Engine, data: SeedData, cfg, *, seed: int, out: Path, earlier: list[str],
                   oracle: Oracle | None = None) -> dict:
     """Self-instruction: k-shot requests built from seed prompts; the outputs, filtered."""
@@ -219,6 +225,10 @@ def write_prompts(engine: Engine, data: SeedData, cfg, *, seed: int, out: Path, 
     texts = [_first_line(o[0]) if p.first_line_only else o[0].strip() for o in outputs]
     kept, report = filter_prompts(texts, pool + earlier, min_chars=p.min_chars, max_chars=p.max_chars,
                                   max_rouge_l=p.max_rouge_l, banned_keywords=p.banned_keywords)
+    if len(kept) < LOW_KEPT_SHARE * len(requests):
+        log.warning("self-instruction kept only %d prompts of %d requests (%d exact duplicates, %d near "
+                    "duplicates): the model may have lost its prompt writing; see %s", len(kept), len(requests),
+                    report.exact_duplicate, report.near_duplicate, out / "prompts_raw.jsonl")
     if p.max_prompts is not None:
         kept = kept[: p.max_prompts]
     write_jsonl(out / "prompts_raw.jsonl", [{"request": r, "output": o[0]} for r, o in zip(requests, outputs)])

@@ -1,6 +1,7 @@
 """The data sources behind one boundary (selfreward/data/): each source writes the same files,
 the rest of the package asks the boundary for data, oracle and base model, and never a source."""
 
+import logging
 import re
 from pathlib import Path
 
@@ -110,3 +111,17 @@ def test_prompt_validity_is_measured_by_the_sources_oracle(tmp_path):
     # Without an oracle nothing is measured (and nothing is made up).
     assert "valid_rate" not in loop.write_prompts(_Writer(), data, cfg, seed=0, out=out, earlier=[])
     assert read_json(tmp_path / "data" / "world.json")["counts"]["ift.jsonl"] == len(data.ift)
+
+
+def test_a_collapsed_self_instruction_is_warned_about(tmp_path, caplog):
+    # The writer repeats three lines: 3 kept of 3 requests is fine, 3 of 40 (under a tenth) is not.
+    cfg = compose_config([*TINY, "prompts.n_requests=3", "prompts.max_rouge_l=1.0"])
+    prepare_data(cfg, tmp_path / "data")
+    data = load_data(tmp_path / "data", cfg)
+    with caplog.at_level(logging.WARNING, logger="selfreward.loop"):
+        loop.write_prompts(_Writer(), data, cfg, seed=0, out=tmp_path / "m2", earlier=[])
+        assert "kept only" not in caplog.text
+        cfg.prompts.n_requests = 40
+        info = loop.write_prompts(_Writer(), data, cfg, seed=0, out=tmp_path / "m2", earlier=[])
+    assert info["count"] == 3 and info["exact_duplicate"] == 37
+    assert "self-instruction kept only 3 prompts of 40 requests (37 exact duplicates" in caplog.text

@@ -223,6 +223,14 @@ class TrainingConfig:
     # EFT rows drawn afresh each round (SFT with the settings in eft_replay): the judging M1 was
     # taught, which training on answers alone wears away. 0: no replay (the paper).
     eft_replay_rows: int = 0
+    # Rehearsal of M_t's own work in its round (self-synthesised rehearsal, Huang et al. 2024,
+    # arXiv 2403.01244): this many rows, half the prompts it wrote and the loop kept (request ->
+    # prompt), half its judgments of the round's chosen and rejected answers (filled judge
+    # template -> judgment), fine-tuned into M_{t+1} after the round's training with the settings
+    # in eft_replay (with eft_replay_rows, in the same SFT). DPO on answers alone wears away
+    # prompt writing and judging, which the next round needs; no label comes from outside the
+    # model. 0: no rehearsal (the paper).
+    self_replay_rows: int = 0
     eft_replay: SFTConfig = field(default_factory=lambda: SFTConfig(learning_rate=1e-4, epochs=1.0))
     activation_checkpointing: bool = False  # trade compute for memory on large models
     # True for settings made for the built-in tiny model (SFT lr 1e-3): a pretrained model
@@ -432,6 +440,7 @@ RANGES = {
     "training.dpo.sft_weight": _NOT_NEGATIVE,
     "training.sft_judge_repeats": _int_at_least(1),
     "training.eft_replay_rows": _int_at_least(0),
+    "training.self_replay_rows": _int_at_least(0),
     "training.iteration_lr_decay": _rule(lambda v: 0 < v <= 1, "a number in (0, 1] (1: every round alike)"),
     "training.logging_steps": _int_at_least(1),
     "training.dataloader_num_workers": _int_at_least(0),

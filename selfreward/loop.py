@@ -367,6 +367,31 @@ def eft_replay_examples(data: SeedData, cfg, seed: int) -> list[dict]:
     return judging_examples(rows, cfg)
 
 
+def self_replay_examples(out: Path, cfg, seed: int) -> list[dict]:
+    """``training.self_replay_rows`` rows of M_t's own work in the round whose files are in ``out``
+    (drawn with ``seed``; all of a kind when it has fewer): half the prompts it wrote that the loop
+    kept, as (its self-instruction request -> the prompt), half its judgments of the chosen and
+    rejected answers of the round's pairs, as (filled judge template -> its first judgment)."""
+    n = cfg.training.self_replay_rows
+    kept = {r["prompt"] for r in read_jsonl(out / "prompts.jsonl")}
+    written: dict[str, dict] = {}
+    for r in read_jsonl(out / "prompts_raw.jsonl"):
+        text = _first_line(r["output"]) if cfg.prompts.first_line_only else r["output"].strip()
+        if text in kept and text not in written:  # the request that wrote a kept prompt first
+            written[text] = {"prompt": r["request"], "completion": text}
+    judged = {}
+    for p in read_jsonl(out / "pairs.jsonl"):
+        for side in ("chosen", "rejected"):
+            if p.get(f"{side}_judgments"):
+                judged[(p["prompt"], p[side])] = {"prompt": p["prompt"], "response": p[side],
+                                                  "judgment": p[f"{side}_judgments"][0]}
+    rng = random.Random(seed)
+    prompts, judgments = list(written.values()), list(judged.values())
+    prompts = rng.sample(prompts, n - n // 2) if n - n // 2 < len(prompts) else prompts
+    judgments = rng.sample(judgments, n // 2) if n // 2 < len(judgments) else judgments
+    return prompts + judging_examples(judgments, cfg)
+
+
 def _sft_on_ift(base_path: str, tokenizer_path: str, data_dir: Path, m1: Path, cfg) -> dict:
     """The eft stage's SFT-on-IFT model, in ``m1/ift_model``."""
     ift = [{"prompt": r["prompt"], "completion": r["response"]} for r in read_jsonl(data_dir / "ift.jsonl")]
@@ -731,8 +756,9 @@ def training_pairs(cfg, out: Path) -> list[dict]:
 def stage_train(cfg, run_dir: str | Path, t: int, *, res: Resources | None = None) -> dict:
     """Iteration t: M_{t+1} into ``m{t+1}/model`` by ``training.objective``: DPO on the pairs
     (the stage and marker named ``dpo``), SFT on the chosen answers (``sft_best``) or on the
-    top-scored candidates (``rft``); then, with ``training.eft_replay_rows``, SFT of the new model
-    on that many seed EFT rows (its loss curve in ``eft_replay_log.jsonl``)."""
+    top-scored candidates (``rft``); then, with ``training.eft_replay_rows`` and/or
+    ``training.self_replay_rows``, one SFT of the new model on that many seed EFT rows and rows of
+    M_t's own work in the round (its loss curve in ``eft_replay_log.jsonl``)."""
     run_dir = Path(run_dir)
     out, model = run_dir / f"m{t + 1}", t + 1
     objective = cfg.training.objective
@@ -741,6 +767,8 @@ def stage_train(cfg, run_dir: str | Path, t: int, *, res: Resources | None = Non
         _need_model(cfg, run_dir, objective, t)
         _need_model(cfg, run_dir, objective, 1)  # the DPO reference with training.dpo.reference=sft
         _need(run_dir, objective, out / "pairs.jsonl", out, "pairs", f"pairs --t {t}")
+        if cfg.training.self_replay_rows:
+            _need(run_dir, objective, out / "prompts_raw.jsonl", out, "prompts", f"prompts --t {t}")
         if cfg.training.eft_replay_rows:
             _need_data(cfg, run_dir, objective)
         if cfg.meta_judge.enabled:
@@ -777,7 +805,7 @@ def stage_train(cfg, run_dir: str | Path, t: int, *, res: Resources | None = Non
             return {**result, "examples": len(unique)}
 
         def replayed(train) -> Callable[[], dict]:
-            if not cfg.training.eft_replay_rows:
+            if not (cfg.training.eft_replay_rows or cfg.training.self_replay_rows):
                 return train
 
             def train_then_replay() -> dict:
@@ -785,13 +813,19 @@ def stage_train(cfg, run_dir: str | Path, t: int, *, res: Resources | None = Non
                 # Why not TRL: no trainer of its mixes SFT rows into DPO; a short SFT after the
                 # round's training, from its model into the same folder, keeps the stage one unit
                 # (a crash before the marker redoes both, bit-identically).
-                examples = eft_replay_examples(res.data, cfg, stage_seed(cfg.seed, model, "eft_replay"))
-                replay = train_sft(str(out / "model"), examples, out / "model", cfg,
+                seed_rows = own = []
+                if cfg.training.eft_replay_rows:
+                    seed_rows = eft_replay_examples(res.data, cfg, stage_seed(cfg.seed, model, "eft_replay"))
+                if cfg.training.self_replay_rows:
+                    own = self_replay_examples(out, cfg, stage_seed(cfg.seed, model, "self_replay"))
+                replay = train_sft(str(out / "model"), seed_rows + own, out / "model", cfg,
                                    seed=stage_seed(cfg.seed, model, "eft_replay_sft"),
                                    stage_cfg=cfg.training.eft_replay, report_to=_report_to(cfg),
                                    run_name=f"eft-replay-m{model}", log_name="eft_replay_log.jsonl")
-                return {**info, "eft_replay_rows": len(examples), "eft_replay_loss": replay["train_loss"],
-                        "eft_replay_steps": replay["steps"]}
+                counts = {"eft_replay_rows": len(seed_rows)} if cfg.training.eft_replay_rows else {}
+                if cfg.training.self_replay_rows:
+                    counts["self_replay_rows"] = len(own)
+                return {**info, **counts, "eft_replay_loss": replay["train_loss"], "eft_replay_steps": replay["steps"]}
             return train_then_replay
 
         train = replayed({"dpo": dpo, "sft_best": sft_best, "rft": rft}[objective])

@@ -191,3 +191,66 @@ def test_eft_replay_draws_distinct_rows_per_seed_and_all_of_them_when_asked_for_
     assert len(a) == 5 and a == loop.eft_replay_examples(data, cfg, 1) and a != b
     everything = loop.eft_replay_examples(data, compose_config([*TINY_RUN, f"training.eft_replay_rows={len(data.eft) + 7}"]), 1)
     assert len(everything) == len(data.eft)
+
+
+def test_self_replay_rows_are_the_rounds_kept_prompts_and_its_pair_judgments_half_and_half(tmp_path):
+    """training.self_replay_rows: (request -> prompt) for prompts the loop kept, from the first
+    request that wrote each; (filled judge template -> first judgment) for each distinct chosen
+    and rejected answer of the pairs; half of each, all of a kind when it has fewer."""
+    from conftest import TINY_RUN, compose_config
+
+    import selfreward.loop as loop
+    from selfreward.judge import judge_message
+    from selfreward.prompts import load_template
+    from selfreward.rundir import write_jsonl
+
+    out = tmp_path / "m2"
+    out.mkdir()
+    write_jsonl(out / "prompts_raw.jsonl", [
+        {"request": "R1", "output": "sort: 3 1\nsecond line"},
+        {"request": "R2", "output": "sort: 3 1"},          # the same prompt again: R1 wrote it first
+        {"request": "R3", "output": "junk the filter dropped"},
+        {"request": "R4", "output": "  evens: 4 5  "},
+        {"request": "R5", "output": "unique: 2 2"}])
+    write_jsonl(out / "prompts.jsonl", [{"prompt": "sort: 3 1"}, {"prompt": "evens: 4 5"}, {"prompt": "unique: 2 2"}])
+    write_jsonl(out / "pairs.jsonl", [
+        {"prompt": "sort: 3 1", "chosen": "1 3", "rejected": "3 1",
+         "chosen_judgments": ["J good", "J other"], "rejected_judgments": ["J bad"]},
+        {"prompt": "evens: 4 5", "chosen": "4", "rejected": "5",
+         "chosen_judgments": ["J four"], "rejected_judgments": ["J five"]}])
+    template = load_template(compose_config(TINY_RUN).judge.template)
+
+    everything = loop.self_replay_examples(out, compose_config([*TINY_RUN, "training.self_replay_rows=100"]), 0)
+    assert everything[:3] == [{"prompt": "R1", "completion": "sort: 3 1"}, {"prompt": "R4", "completion": "evens: 4 5"},
+                              {"prompt": "R5", "completion": "unique: 2 2"}]
+    assert everything[3:] == [
+        {"prompt": judge_message(template, "sort: 3 1", "1 3"), "completion": "J good"},
+        {"prompt": judge_message(template, "sort: 3 1", "3 1"), "completion": "J bad"},
+        {"prompt": judge_message(template, "evens: 4 5", "4"), "completion": "J four"},
+        {"prompt": judge_message(template, "evens: 4 5", "5"), "completion": "J five"}]
+
+    # 5 rows: 3 prompts (the odd one) and 2 judgments, drawn with the seed.
+    cfg = compose_config([*TINY_RUN, "training.self_replay_rows=5"])
+    drawn = [loop.self_replay_examples(out, cfg, seed) for seed in range(6)]
+    assert all(len(d) == 5 and d[:3] == everything[:3] for d in drawn)
+    assert all(all(row in everything[3:] for row in d[3:]) for d in drawn)
+    assert len({str(d[3:]) for d in drawn}) > 1 and drawn[0] == loop.self_replay_examples(out, cfg, 0)
+
+
+def test_self_replay_fine_tunes_the_trained_model_on_its_own_round(tiny_run, tmp_path):
+    """After the round's DPO the model is fine-tuned on its round's own rows (with seed EFT rows
+    too when both are asked for, in one SFT); the marker counts each kind."""
+    from conftest import TINY_RUN, compose_config
+
+    import selfreward.loop as loop
+
+    run_dir = tmp_path / "run"
+    for folder in ("data", "m0", "m1", "m2"):
+        shutil.copytree(tiny_run / folder, run_dir / folder,
+                        ignore=shutil.ignore_patterns("dpo.done", "*_log.jsonl", *(["model"] if folder == "m2" else [])))
+    cfg = compose_config([*TINY_RUN, "training.self_replay_rows=6", "training.eft_replay_rows=4",
+                          "training.dpo.epochs=1", "training.eft_replay.batch_size=5"])
+    info = loop.stage_train(cfg, run_dir, 1)
+    assert info["self_replay_rows"] == 6 and info["eft_replay_rows"] == 4
+    assert info["eft_replay_steps"] == 2  # 10 rows, batches of 5, one epoch
+    assert read_jsonl(run_dir / "m2" / "eft_replay_log.jsonl")[-1]["train_loss"] == info["eft_replay_loss"]

@@ -224,12 +224,12 @@ class TrainingConfig:
     # taught, which training on answers alone wears away. 0: no replay (the paper).
     eft_replay_rows: int = 0
     # Rehearsal of M_t's own work in its round (self-synthesised rehearsal, Huang et al. 2024,
-    # arXiv 2403.01244): this many rows, half the prompts it wrote and the loop kept (request ->
-    # prompt), half its judgments of the round's chosen and rejected answers (filled judge
-    # template -> judgment), fine-tuned into M_{t+1} after the round's training with the settings
-    # in eft_replay (with eft_replay_rows, in the same SFT). DPO on answers alone wears away
-    # prompt writing and judging, which the next round needs; no label comes from outside the
-    # model. 0: no rehearsal (the paper).
+    # arXiv 2403.01244): this many rows, a third each of the prompts it wrote that the loop kept
+    # (request -> prompt), its judgments of the round's chosen and rejected answers (filled judge
+    # template -> judgment) and the chosen answers (prompt -> answer), fine-tuned into M_{t+1} after
+    # the round's training with the settings in eft_replay (with eft_replay_rows, in the same SFT).
+    # DPO on answers alone wears away prompt writing and judging, which the next round needs; no
+    # label comes from outside the model. 0: no rehearsal (the paper).
     self_replay_rows: int = 0
     eft_replay: SFTConfig = field(default_factory=lambda: SFTConfig(learning_rate=1e-4, epochs=1.0))
     activation_checkpointing: bool = False  # trade compute for memory on large models

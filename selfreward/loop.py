@@ -369,9 +369,10 @@ def eft_replay_examples(data: SeedData, cfg, seed: int) -> list[dict]:
 
 def self_replay_examples(out: Path, cfg, seed: int) -> list[dict]:
     """``training.self_replay_rows`` rows of M_t's own work in the round whose files are in ``out``
-    (drawn with ``seed``; all of a kind when it has fewer): half the prompts it wrote that the loop
-    kept, as (its self-instruction request -> the prompt), half its judgments of the chosen and
-    rejected answers of the round's pairs, as (filled judge template -> its first judgment)."""
+    (drawn with ``seed``; all of a kind when it has fewer), a third of each kind: the prompts it
+    wrote that the loop kept, as (its self-instruction request -> the prompt); its judgments of the
+    chosen and rejected answers of the round's pairs, as (filled judge template -> its first
+    judgment); and the pairs' chosen answers, as (prompt -> chosen)."""
     n = cfg.training.self_replay_rows
     kept = {r["prompt"] for r in read_jsonl(out / "prompts.jsonl")}
     written: dict[str, dict] = {}
@@ -379,17 +380,24 @@ def self_replay_examples(out: Path, cfg, seed: int) -> list[dict]:
         text = _first_line(r["output"]) if cfg.prompts.first_line_only else r["output"].strip()
         if text in kept and text not in written:  # the request that wrote a kept prompt first
             written[text] = {"prompt": r["request"], "completion": text}
+    pairs = read_jsonl(out / "pairs.jsonl")
     judged = {}
-    for p in read_jsonl(out / "pairs.jsonl"):
+    for p in pairs:
         for side in ("chosen", "rejected"):
             if p.get(f"{side}_judgments"):
                 judged[(p["prompt"], p[side])] = {"prompt": p["prompt"], "response": p[side],
                                                   "judgment": p[f"{side}_judgments"][0]}
+    # The chosen answers too: rehearsing prompt writing alone (its digit strings have repeats)
+    # made M2 repeat digits in its answers (docs/results.md, "Rehearsing the round").
+    answers = list({p["prompt"]: {"prompt": p["prompt"], "completion": p["chosen"]} for p in pairs}.values())
     rng = random.Random(seed)
-    prompts, judgments = list(written.values()), list(judged.values())
-    prompts = rng.sample(prompts, n - n // 2) if n - n // 2 < len(prompts) else prompts
-    judgments = rng.sample(judgments, n // 2) if n // 2 < len(judgments) else judgments
-    return prompts + judging_examples(judgments, cfg)
+
+    def draw(rows: list, k: int) -> list:
+        return rng.sample(rows, k) if k < len(rows) else rows
+
+    prompts = draw(list(written.values()), n - 2 * (n // 3))
+    judgments = judging_examples(draw(list(judged.values()), n // 3), cfg)
+    return prompts + judgments + draw(answers, n // 3)
 
 
 def _sft_on_ift(base_path: str, tokenizer_path: str, data_dir: Path, m1: Path, cfg) -> dict:

@@ -193,10 +193,11 @@ def test_eft_replay_draws_distinct_rows_per_seed_and_all_of_them_when_asked_for_
     assert len(everything) == len(data.eft)
 
 
-def test_self_replay_rows_are_the_rounds_kept_prompts_and_its_pair_judgments_half_and_half(tmp_path):
+def test_self_replay_rows_are_the_rounds_kept_prompts_pair_judgments_and_chosen_answers(tmp_path):
     """training.self_replay_rows: (request -> prompt) for prompts the loop kept, from the first
     request that wrote each; (filled judge template -> first judgment) for each distinct chosen
-    and rejected answer of the pairs; half of each, all of a kind when it has fewer."""
+    and rejected answer of the pairs; (prompt -> chosen) for each pair; a third of each, all of a
+    kind when it has fewer."""
     from conftest import TINY_RUN, compose_config
 
     import selfreward.loop as loop
@@ -221,20 +222,21 @@ def test_self_replay_rows_are_the_rounds_kept_prompts_and_its_pair_judgments_hal
     template = load_template(compose_config(TINY_RUN).judge.template)
 
     everything = loop.self_replay_examples(out, compose_config([*TINY_RUN, "training.self_replay_rows=100"]), 0)
-    assert everything[:3] == [{"prompt": "R1", "completion": "sort: 3 1"}, {"prompt": "R4", "completion": "evens: 4 5"},
-                              {"prompt": "R5", "completion": "unique: 2 2"}]
-    assert everything[3:] == [
-        {"prompt": judge_message(template, "sort: 3 1", "1 3"), "completion": "J good"},
-        {"prompt": judge_message(template, "sort: 3 1", "3 1"), "completion": "J bad"},
-        {"prompt": judge_message(template, "evens: 4 5", "4"), "completion": "J four"},
-        {"prompt": judge_message(template, "evens: 4 5", "5"), "completion": "J five"}]
+    prompts = [{"prompt": "R1", "completion": "sort: 3 1"}, {"prompt": "R4", "completion": "evens: 4 5"},
+               {"prompt": "R5", "completion": "unique: 2 2"}]
+    judgments = [{"prompt": judge_message(template, "sort: 3 1", "1 3"), "completion": "J good"},
+                 {"prompt": judge_message(template, "sort: 3 1", "3 1"), "completion": "J bad"},
+                 {"prompt": judge_message(template, "evens: 4 5", "4"), "completion": "J four"},
+                 {"prompt": judge_message(template, "evens: 4 5", "5"), "completion": "J five"}]
+    answers = [{"prompt": "sort: 3 1", "completion": "1 3"}, {"prompt": "evens: 4 5", "completion": "4"}]
+    assert everything == prompts + judgments + answers
 
-    # 5 rows: 3 prompts (the odd one) and 2 judgments, drawn with the seed.
-    cfg = compose_config([*TINY_RUN, "training.self_replay_rows=5"])
-    drawn = [loop.self_replay_examples(out, cfg, seed) for seed in range(6)]
-    assert all(len(d) == 5 and d[:3] == everything[:3] for d in drawn)
-    assert all(all(row in everything[3:] for row in d[3:]) for d in drawn)
-    assert len({str(d[3:]) for d in drawn}) > 1 and drawn[0] == loop.self_replay_examples(out, cfg, 0)
+    # 6 rows: 2 prompts, 2 judgments and 2 answers, drawn with the seed.
+    cfg = compose_config([*TINY_RUN, "training.self_replay_rows=6"])
+    drawn = [loop.self_replay_examples(out, cfg, seed) for seed in range(8)]
+    assert all(len(d) == 6 and all(r in prompts for r in d[:2]) and all(r in judgments for r in d[2:4])
+               and sorted(d[4:], key=str) == sorted(answers, key=str) for d in drawn)
+    assert len({str(d[:4]) for d in drawn}) > 1 and drawn[0] == loop.self_replay_examples(out, cfg, 0)
 
 
 def test_self_replay_fine_tunes_the_trained_model_on_its_own_round(tiny_run, tmp_path):

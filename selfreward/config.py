@@ -77,7 +77,9 @@ class PromptsConfig:
     """Self-instruction: the current model (or a fixed writer model) writes new prompts."""
 
     template: str = "self_instruct_small"
-    writer: str = "current"  # "current" = M_t; otherwise a model id/path used as a fixed prompt writer
+    # "current" = M_t; "m1" = the run's M1 in every iteration, a fixed writer as in the paper (its
+    # prompts come from a fixed instruction model); otherwise a model id/path used as the fixed writer
+    writer: str = "current"
     shots: int = 4  # k demonstrations drawn from the seed prompts for each request
     n_requests: int = 1500  # prompts asked for per iteration (before filtering)
     max_prompts: int | None = None  # cap on prompts kept per iteration
@@ -600,7 +602,7 @@ def _check_files(cfg) -> None:
         check_training(cfg)  # a pretrained model refuses the tiny model's training settings
         if cfg.model.tokenizer is not None:
             check_tokenizer("model.tokenizer", cfg.model.tokenizer, cfg.model.trust_remote_code)
-    if cfg.prompts.writer != "current":
+    if cfg.prompts.writer not in ("current", "m1"):
         check_model_folder("prompts.writer", cfg.prompts.writer, cfg.model.trust_remote_code)
 
 

@@ -672,12 +672,14 @@ def stage_sft(cfg, run_dir: str | Path, t: int | None = None, *, res: Resources 
 
 
 def stage_prompts(cfg, run_dir: str | Path, t: int, *, res: Resources | None = None) -> dict:
-    """Iteration t, self-instruction: M_t (or ``prompts.writer``) writes new prompts into
-    ``m{t+1}/prompts.jsonl``, filtered against the seed prompts and those of earlier iterations."""
+    """Iteration t, self-instruction: M_t (or ``prompts.writer``: M1, or a model of its own) writes new
+    prompts into ``m{t+1}/prompts.jsonl``, filtered against the seed prompts and those of earlier
+    iterations."""
     run_dir = Path(run_dir)
     out, model = run_dir / f"m{t + 1}", t + 1
     if not is_done(out, "prompts"):
-        _need_model(cfg, run_dir, "prompts", t)
+        if cfg.prompts.writer in ("current", "m1"):  # a writer of its own is checked at the start
+            _need_model(cfg, run_dir, "prompts", t if cfg.prompts.writer == "current" else 1)
         _need_data(cfg, run_dir, "prompts")
         for k in range(2, model):
             _need(run_dir, "prompts", run_dir / f"m{k}" / "prompts.jsonl", run_dir / f"m{k}", "prompts",
@@ -685,7 +687,7 @@ def stage_prompts(cfg, run_dir: str | Path, t: int, *, res: Resources | None = N
     current = str(run_dir / f"m{t}" / "model")
     with _resources(cfg, run_dir, res) as res:
         def prompts() -> dict:
-            writer = current if cfg.prompts.writer == "current" else cfg.prompts.writer
+            writer = {"current": current, "m1": str(run_dir / "m1" / "model")}.get(cfg.prompts.writer, cfg.prompts.writer)
             earlier = [r["prompt"] for k in range(2, model) for r in read_jsonl(run_dir / f"m{k}" / "prompts.jsonl")]
             return write_prompts(res.models.get(writer), res.data, cfg, seed=stage_seed(cfg.seed, model, "prompts"),
                                  out=out, earlier=earlier, oracle=res.oracle)

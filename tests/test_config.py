@@ -165,7 +165,8 @@ def test_sft_judge_repeats_repeat_the_eft_rows_only():
     assert once[1]["completion"] == "order no\nScore: 4" and "sort: 2 1" in once[1]["prompt"]
     trace = _compose(["experiment=judge_trace"])
     assert trace.training.sft_judge_repeats == 3
-    assert (trace.prompts.n_requests, trace.pairs.majority_agrees, trace.pairs.tie_break) == (3000, True, "frequent")
+    assert (trace.prompts.n_requests, trace.prompts.writer, trace.pairs.majority_agrees,
+            trace.pairs.tie_break) == (6000, "m1", True, "frequent")
     validate(trace)
     with pytest.raises(SelfRewardError, match=r"training.sft_judge_repeats"):
         validate(_compose(["training.sft_judge_repeats=0"]))

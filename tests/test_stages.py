@@ -256,3 +256,25 @@ def test_self_replay_fine_tunes_the_trained_model_on_its_own_round(tiny_run, tmp
     assert info["self_replay_rows"] == 6 and info["eft_replay_rows"] == 4
     assert info["eft_replay_steps"] == 2  # 10 rows, batches of 5, one epoch
     assert read_jsonl(run_dir / "m2" / "eft_replay_log.jsonl")[-1]["train_loss"] == info["eft_replay_loss"]
+
+
+def test_prompts_writer_m1_writes_every_iterations_prompts_with_the_runs_m1(tiny_run, tmp_path):
+    """prompts.writer=m1: the second iteration's prompts are written by M1 (as by a fixed writer
+    given as M1's path), without M2's model."""
+    from conftest import TINY_RUN, compose_config
+
+    import selfreward.loop as loop
+
+    def second_prompts(name, writer):
+        run_dir = tmp_path / name
+        for folder in ("data", "m0", "m1"):
+            shutil.copytree(tiny_run / folder, run_dir / folder)
+        (run_dir / "m2").mkdir()
+        for name in ("prompts.jsonl", "prompts.done"):
+            shutil.copy(tiny_run / "m2" / name, run_dir / "m2")
+        loop.stage_prompts(compose_config([*TINY_RUN, f"prompts.writer={writer}"]), run_dir, 2)
+        return read_jsonl(run_dir / "m3" / "prompts_raw.jsonl")
+
+    assert second_prompts("m1", "m1") == second_prompts("path", tiny_run / "m1" / "model")
+    with pytest.raises(loop.MissingInput, match="m2/model"):  # the current model, M2, writes by default
+        second_prompts("current", "current")

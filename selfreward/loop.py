@@ -388,7 +388,7 @@ def self_replay_examples(out: Path, cfg, seed: int) -> list[dict]:
                 judged[(p["prompt"], p[side])] = {"prompt": p["prompt"], "response": p[side],
                                                   "judgment": p[f"{side}_judgments"][0]}
     # The chosen answers too: rehearsing prompt writing alone (its digit strings have repeats)
-    # made M2 repeat digits in its answers (docs/results.md, "Rehearsing the round").
+    # made M2 repeat digits in its answers (docs/results.md, "A fixed prompt writer").
     answers = list({p["prompt"]: {"prompt": p["prompt"], "completion": p["chosen"]} for p in pairs}.values())
     rng = random.Random(seed)
 

@@ -204,6 +204,16 @@ def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
+def _prompt_text(output: str, cfg) -> str:
+    """What self-instruction keeps of the writer's output before filtering."""
+    return _first_line(output) if cfg.prompts.first_line_only else output.strip()
+
+
+def _draw(rng: random.Random, rows: list, k: int) -> list:
+    """``k`` of ``rows`` drawn with ``rng``; all of them when there are no more than ``k``."""
+    return rng.sample(rows, k) if k < len(rows) else rows
+
+
 # Below this share of requests kept, self-instruction has likely collapsed (a model after a large
 # DPO round was seen writing "sort::::" to all 6,000 requests, 4 kept): warn, since the round
 # goes on with whatever was kept.
@@ -222,7 +232,7 @@ def write_prompts(engine: Engine, data: SeedData, cfg, *, seed: int, out: Path, 
     requests = [self_instruct_prompt(template, sample_shots(rng, pool, p.shots)) for _ in range(p.n_requests)]
     outputs = engine.generate(requests, Sampling(p.temperature, p.top_p, p.max_new_tokens), seed=seed,
                               desc="write prompts")
-    texts = [_first_line(o[0]) if p.first_line_only else o[0].strip() for o in outputs]
+    texts = [_prompt_text(o[0], cfg) for o in outputs]
     kept, report = filter_prompts(texts, pool + earlier, min_chars=p.min_chars, max_chars=p.max_chars,
                                   max_rouge_l=p.max_rouge_l, banned_keywords=p.banned_keywords)
     if len(kept) < LOW_KEPT_SHARE * len(requests):
@@ -361,10 +371,7 @@ def sft_examples(data: SeedData, cfg) -> list[dict]:
 def eft_replay_examples(data: SeedData, cfg, seed: int) -> list[dict]:
     """``training.eft_replay_rows`` seed EFT rows (all of them when there are fewer), drawn with
     ``seed``, as SFT examples (filled judge template -> judgment)."""
-    rows = data.eft
-    if cfg.training.eft_replay_rows < len(rows):
-        rows = random.Random(seed).sample(rows, cfg.training.eft_replay_rows)
-    return judging_examples(rows, cfg)
+    return judging_examples(_draw(random.Random(seed), data.eft, cfg.training.eft_replay_rows), cfg)
 
 
 def self_replay_examples(out: Path, cfg, seed: int) -> list[dict]:
@@ -377,7 +384,7 @@ def self_replay_examples(out: Path, cfg, seed: int) -> list[dict]:
     kept = {r["prompt"] for r in read_jsonl(out / "prompts.jsonl")}
     written: dict[str, dict] = {}
     for r in read_jsonl(out / "prompts_raw.jsonl"):
-        text = _first_line(r["output"]) if cfg.prompts.first_line_only else r["output"].strip()
+        text = _prompt_text(r["output"], cfg)
         if text in kept and text not in written:  # the request that wrote a kept prompt first
             written[text] = {"prompt": r["request"], "completion": text}
     pairs = read_jsonl(out / "pairs.jsonl")
@@ -391,13 +398,9 @@ def self_replay_examples(out: Path, cfg, seed: int) -> list[dict]:
     # made M2 repeat digits in its answers (docs/results.md, "A fixed prompt writer").
     answers = list({p["prompt"]: {"prompt": p["prompt"], "completion": p["chosen"]} for p in pairs}.values())
     rng = random.Random(seed)
-
-    def draw(rows: list, k: int) -> list:
-        return rng.sample(rows, k) if k < len(rows) else rows
-
-    prompts = draw(list(written.values()), n - 2 * (n // 3))
-    judgments = judging_examples(draw(list(judged.values()), n // 3), cfg)
-    return prompts + judgments + draw(answers, n // 3)
+    prompts = _draw(rng, list(written.values()), n - 2 * (n // 3))
+    judgments = judging_examples(_draw(rng, list(judged.values()), n // 3), cfg)
+    return prompts + judgments + _draw(rng, answers, n // 3)
 
 
 def _sft_on_ift(base_path: str, tokenizer_path: str, data_dir: Path, m1: Path, cfg) -> dict:

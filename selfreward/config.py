@@ -124,6 +124,11 @@ class JudgeConfig:
     max_new_tokens: int = 48
     min_score: int = 0
     max_score: int = 5
+    # mode=sample: a judgment without a readable score (it stopped before its Score: line, or was
+    # cut at max_new_tokens) gets the score the judge itself finds most likely after its Score:
+    # (one appended when it has none; selfreward.judge.score_prefix), instead of being dropped.
+    # false: such a judgment is dropped (the paper).
+    complete_score: bool = False
 
 
 @dataclass
@@ -233,6 +238,10 @@ class TrainingConfig:
     # DPO on answers alone wears away prompt writing and judging, which the next round needs; no
     # label comes from outside the model. 0: no rehearsal (the paper).
     self_replay_rows: int = 0
+    # Which of those kinds the rehearsal draws, an equal share each (the first named takes the
+    # remainder): prompts, judgments, answers. With prompts.writer=m1 the round's prompts come
+    # from M1, so M_{t+1} need not keep writing them.
+    self_replay_kinds: list[str] = field(default_factory=lambda: ["prompts", "judgments", "answers"])
     eft_replay: SFTConfig = field(default_factory=lambda: SFTConfig(learning_rate=1e-4, epochs=1.0))
     activation_checkpointing: bool = False  # trade compute for memory on large models
     # True for settings made for the built-in tiny model (SFT lr 1e-3): a pretrained model
@@ -392,6 +401,9 @@ def _trainer_ranges(prefix: str) -> dict:
     }
 
 
+# What training.self_replay_rows can rehearse (selfreward/loop.py self_replay_examples), in draw order.
+SELF_REPLAY_KINDS = ("prompts", "judgments", "answers")
+
 # Numeric keys and their allowed values. A key not named here is free (seed) or checked below.
 RANGES = {
     "iterations": _int_at_least(0),
@@ -534,6 +546,10 @@ def _check_rules(cfg) -> None:
     if cfg.prompts.min_chars > cfg.prompts.max_chars:
         raise ConfigError(f"invalid config: prompts.min_chars={cfg.prompts.min_chars}, prompts.max_chars="
                           f"{cfg.prompts.max_chars}; allowed: min_chars <= max_chars")
+    kinds = list(cfg.training.self_replay_kinds)
+    if not kinds or len(set(kinds)) != len(kinds) or not set(kinds) <= set(SELF_REPLAY_KINDS):
+        raise _fail("training.self_replay_kinds", kinds,
+                    f"a non-empty list of distinct kinds from {', '.join(SELF_REPLAY_KINDS)}")
     sizes = list(cfg.evaluation.best_of_n_sizes)
     if not sizes or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
         raise _fail("evaluation.best_of_n_sizes", sizes, "a non-empty list of integers >= 1")

@@ -100,7 +100,10 @@ def evaluate_judge(engine: Engine, data: SeedData, cfg, *, seed: int, out_dir: P
     # The parse-failure rate counts single judgments, not candidates left without any score.
     judgments = [s for r in records for s in r["scores"]]
     result = metrics.judge_metrics(groups, top=cfg.judge.max_score)
-    result["parse_failure_rate"] = sum(s is None for s in judgments) / len(judgments)
+    completed = [c for r in records for c in r.get("score_completed", [])]
+    result["parse_failure_rate"] = (sum(s is None for s in judgments) + sum(completed)) / len(judgments)
+    if cfg.judge.complete_score:
+        result["completed_scores"] = sum(completed)
     # Does the judge prefer longer answers among answers of equal gold quality?
     result["length_bias"] = metrics.length_bias([r["score"] for r in rows], [len(r["response"]) for r in rows],
                                                 [r["gold"] for r in rows])

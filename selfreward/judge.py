@@ -92,6 +92,20 @@ def score_prefix(judgment: str) -> str:
     return judgment.rstrip() + "\nScore:"
 
 
+def _score_logprobs(engine: Engine, messages: list[str], judgments: list[str], values: list[int]) -> list[list[float]]:
+    """For each judgment, the log-probability of each " N" of ``values`` after its ``Score:``."""
+    return engine.continuation_logprobs(messages, [score_prefix(j) for j in judgments], [f" {v}" for v in values])
+
+
+def completed_scores(engine: Engine, messages: list[str], judgments: list[str], min_score: int,
+                     max_score: int) -> list[int]:
+    """The score each judgment's judge finds most likely after its ``Score:`` (appended where it has
+    none): a score for judgments that stopped or were cut before writing a readable one."""
+    values = list(range(min_score, max_score + 1))
+    return [values[max(range(len(values)), key=lp.__getitem__)]
+            for lp in _score_logprobs(engine, messages, judgments, values)]
+
+
 def expected_scores(engine: Engine, messages: list[str], judgments: list[str], min_score: int,
                     max_score: int) -> list[dict]:
     """The expected score under the judge's own distribution over the score tokens.
@@ -101,10 +115,8 @@ def expected_scores(engine: Engine, messages: list[str], judgments: list[str], m
     instead of k samples, and never a parse failure.
     """
     values = list(range(min_score, max_score + 1))
-    prefixes = [score_prefix(j) for j in judgments]
-    logprobs = engine.continuation_logprobs(messages, prefixes, [f" {v}" for v in values])
     records = []
-    for lp in logprobs:
+    for lp in _score_logprobs(engine, messages, judgments, values):
         top = max(lp)
         weights = [math.exp(x - top) for x in lp]
         probs = [w / sum(weights) for w in weights]
@@ -120,8 +132,9 @@ def judge(engine: Engine, template: str, items: list[tuple[str, str]], cfg, *, r
 
     ``cfg.mode == "sample"``: ``repeats`` (default ``cfg.repeats``) sampled judgments each; the
     record holds the raw texts, their parsed scores (``None`` where one did not parse) and
-    :func:`summarise`'s mean and spread. ``cfg.mode == "expected"``: one greedy judgment each,
-    scored by :func:`expected_scores`.
+    :func:`summarise`'s mean and spread. With ``cfg.complete_score`` a judgment that parsed to
+    nothing gets :func:`completed_scores`' score instead (``score_completed`` marks which).
+    ``cfg.mode == "expected"``: one greedy judgment each, scored by :func:`expected_scores`.
     """
     repeats = cfg.repeats if repeats is None else repeats
     messages = [judge_message(template, p, r) for p, r in items]
@@ -137,12 +150,23 @@ def judge(engine: Engine, template: str, items: list[tuple[str, str]], cfg, *, r
         raise ValueError(f"judge.repeats must be at least 1, got {repeats}")
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     outputs = engine.generate(messages, sampling, n=repeats, seed=seed, desc=desc)
+    scores = [[parse_score(t, cfg.min_score, cfg.max_score, response) for t in texts]
+              for (_, response), texts in zip(items, outputs)]
+    unread = [(i, k) for i, row in enumerate(scores) for k, s in enumerate(row) if s is None]
+    if cfg.complete_score and unread:
+        completed = completed_scores(engine, [messages[i] for i, _ in unread], [outputs[i][k] for i, k in unread],
+                                     cfg.min_score, cfg.max_score)
+        for (i, k), score in zip(unread, completed):
+            scores[i][k] = score
+    unread_at = set(unread)
     records = []
-    for (_, response), texts in zip(items, outputs):
-        scores = [parse_score(t, cfg.min_score, cfg.max_score, response) for t in texts]
+    for i, texts in enumerate(outputs):
         # judgment_finished: false marks a judgment cut at judge.max_new_tokens.
-        records.append({"judgments": texts, "judgment_finished": [finished(t) for t in texts], "scores": scores,
-                        **summarise(scores)})
+        record = {"judgments": texts, "judgment_finished": [finished(t) for t in texts], "scores": scores[i],
+                  **summarise(scores[i])}
+        if cfg.complete_score:  # which scores were completed (not read from the judgment's text)
+            record["score_completed"] = [(i, k) in unread_at for k in range(len(texts))]
+        records.append(record)
     return records
 
 

@@ -283,6 +283,8 @@ def write_judgments(ctx: Context, cfg, *, out: Path) -> dict:
     distinct = {(r["prompt"], r["response"]): s for r, s in zip(rows, (s for row in scored for s in row))}
     judgments = [x for s in distinct.values() for x in s.scores]  # the judgments actually made
     parsed = [x for x in judgments if x is not None]
+    # judge.complete_score's scores count as parse failures here, so that runs with and without compare.
+    completed = sum(c for s in distinct.values() for c in s.details.get("score_completed", []))
     cut = [not d for s in distinct.values() for d in s.details.get("judgment_finished", [])]
     # The source's own scores (before any shaping), so that runs with and without shaping compare.
     raw = [s.details.get("raw_score", s.score) for s in distinct.values()]
@@ -292,7 +294,8 @@ def write_judgments(ctx: Context, cfg, *, out: Path) -> dict:
         "distinct_candidates": len(distinct),
         "judgments": len(judgments),
         # None for a reward without judgments (oracle, likelihood, ...): nothing could fail to parse.
-        "parse_failure_rate": 1 - len(parsed) / len(judgments) if judgments else None,
+        "parse_failure_rate": 1 - (len(parsed) - completed) / len(judgments) if judgments else None,
+        **({"completed_scores": completed} if cfg.judge.complete_score else {}),
         # With a judge, the mean of its parsed judgments (as before the reward interface, so that
         # runs compare); without one, the mean of the candidates' scores.
         "mean_score": (sum(parsed) / len(parsed) if parsed else None) if judgments else
@@ -376,11 +379,16 @@ def eft_replay_examples(data: SeedData, cfg, seed: int) -> list[dict]:
 
 def self_replay_examples(out: Path, cfg, seed: int) -> list[dict]:
     """``training.self_replay_rows`` rows of M_t's own work in the round whose files are in ``out``
-    (drawn with ``seed``; all of a kind when it has fewer), a third of each kind: the prompts it
-    wrote that the loop kept, as (its self-instruction request -> the prompt); its judgments of the
-    chosen and rejected answers of the round's pairs, as (filled judge template -> its first
-    judgment); and the pairs' chosen answers, as (prompt -> chosen)."""
+    (drawn with ``seed``; all of a kind when it has fewer), an equal share of each kind named in
+    ``training.self_replay_kinds`` (the first named takes the remainder): ``prompts``, the prompts
+    it wrote that the loop kept, as (its self-instruction request -> the prompt); ``judgments``,
+    its judgments of the chosen and rejected answers of the round's pairs, as (filled judge
+    template -> its first judgment); ``answers``, the pairs' chosen answers, as (prompt -> chosen).
+    Kinds are drawn in that order from one generator."""
     n = cfg.training.self_replay_rows
+    kinds = list(cfg.training.self_replay_kinds)
+    share = {kind: n // len(kinds) for kind in kinds}
+    share[kinds[0]] += n - len(kinds) * (n // len(kinds))
     kept = {r["prompt"] for r in read_jsonl(out / "prompts.jsonl")}
     written: dict[str, dict] = {}
     for r in read_jsonl(out / "prompts_raw.jsonl"):
@@ -398,9 +406,14 @@ def self_replay_examples(out: Path, cfg, seed: int) -> list[dict]:
     # made M2 repeat digits in its answers (docs/results.md, "A fixed prompt writer").
     answers = list({p["prompt"]: {"prompt": p["prompt"], "completion": p["chosen"]} for p in pairs}.values())
     rng = random.Random(seed)
-    prompts = _draw(rng, list(written.values()), n - 2 * (n // 3))
-    judgments = judging_examples(_draw(rng, list(judged.values()), n // 3), cfg)
-    return prompts + judgments + _draw(rng, answers, n // 3)
+    rows = []
+    if "prompts" in share:
+        rows += _draw(rng, list(written.values()), share["prompts"])
+    if "judgments" in share:
+        rows += judging_examples(_draw(rng, list(judged.values()), share["judgments"]), cfg)
+    if "answers" in share:
+        rows += _draw(rng, answers, share["answers"])
+    return rows
 
 
 def _sft_on_ift(base_path: str, tokenizer_path: str, data_dir: Path, m1: Path, cfg) -> dict:

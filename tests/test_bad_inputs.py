@@ -46,6 +46,12 @@ CONFIG_ROWS = [
      "invalid config: training.iteration_lr_decay=1.5; allowed: a number in (0, 1] (1: every round alike)"),
     (["training.eft_replay_rows=-1"], "invalid config: training.eft_replay_rows=-1; allowed: an integer >= 0"),
     (["training.self_replay_rows=-1"], "invalid config: training.self_replay_rows=-1; allowed: an integer >= 0"),
+    (["training.self_replay_kinds=[]"], "invalid config: training.self_replay_kinds=[]; allowed: a non-empty list "
+     "of distinct kinds from prompts, judgments, answers"),
+    (["training.self_replay_kinds=[answers,prompt]"], "invalid config: training.self_replay_kinds=['answers', "
+     "'prompt']; allowed: a non-empty list of distinct kinds from prompts, judgments, answers"),
+    (["training.self_replay_kinds=[answers,answers]"], "invalid config: training.self_replay_kinds=['answers', "
+     "'answers']; allowed: a non-empty list of distinct kinds from prompts, judgments, answers"),
     (["training.eft_replay.learning_rate=0"], "invalid config: training.eft_replay.learning_rate=0.0; allowed: a number > 0"),
     (["training.dpo.batch_size=0"], "invalid config: training.dpo.batch_size=0; allowed: an integer >= 1"),
     (["training.rft.gradient_accumulation_steps=0"],

@@ -47,6 +47,7 @@ class Cfg:
     class judge:
         template, mode, repeats, pairwise_template = "judge_additive_small", "sample", 2, "judge_pairwise"
         temperature, top_p, max_new_tokens, min_score, max_score = 0.7, 0.9, 48, 0, 5
+        complete_score = False
 
     class evaluation:
         judge_repeats = None
@@ -76,6 +77,23 @@ def test_evaluate_judge_by_hand(tmp_path):
     assert result["judge/spearman"] == pytest.approx(0.5)
     rows = read_jsonl(tmp_path / "eval_judge.jsonl")
     assert [r["score"] for r in rows] == [5, 1, 2, None, 4] and rows[3]["judgments"] == ["nonsense"] * 2
+
+
+class Completes(ScoreByResponse):
+    """ScoreByResponse whose most likely score after an appended Score: is 5."""
+
+    def continuation_logprobs(self, messages, prefixes, continuations):
+        return [[0.0 if c == " 5" else -9.0 for c in continuations] for _ in prefixes]
+
+
+def test_evaluate_judge_with_completed_scores(tmp_path, monkeypatch):
+    """judge.complete_score: x's unread judgments get the judge's likeliest score (5), so q's pair is
+    right; they still count as parse failures, and as completed."""
+    data = _data([{"prompt": "q", "responses": ["x", "y"], "ranks": [0, 1]}])
+    monkeypatch.setattr(Cfg.judge, "complete_score", True)
+    result = evaluate_judge(Completes({"x": "nonsense", "y": "Score: 4"}), data, Cfg, seed=0, out_dir=tmp_path)
+    assert result["judge/pairwise_accuracy"] == 1.0
+    assert result["judge/parse_failure_rate"] == 0.5 and result["judge/completed_scores"] == 2
 
 
 def test_position_bias_of_a_judge_that_always_picks_the_first(tmp_path):

@@ -150,6 +150,43 @@ def test_judge_fills_the_template_and_averages_parsed_scores():
     assert records[1]["judgments"] == ["oops", "Score: 9", "nothing"]
 
 
+class ScriptedLogprobs(ScriptedEngine):
+    """Prepared judgments, and prepared score log-probabilities for each judgment prefix."""
+
+    def __init__(self, outputs, logprobs):
+        super().__init__(outputs)
+        self.logprobs = logprobs
+        self.calls = []
+
+    def continuation_logprobs(self, messages, prefixes, continuations):
+        self.calls.append((messages, prefixes, continuations))
+        return [self.logprobs[p] for p in prefixes]
+
+
+def test_complete_score_scores_only_the_unread_judgments_by_the_judges_likeliest_score():
+    template = "Task: {prompt}\n<response>{response}</response>"
+    a = template.replace("{prompt}", "p").replace("{response}", "good")
+    b = template.replace("{prompt}", "p").replace("{response}", "bad")
+    # Scores 0..5: "stopped" makes 3 likeliest after the appended Score:, "cut ... Score: 9" 1
+    # after its own (out of range) Score:.
+    engine = ScriptedLogprobs({a: ["Score: 5", "stopped"], b: ["cut no no no", "judged\nScore: 9"]},
+                              {"stopped\nScore:": [-5, -4, -3, -0.5, -2, -6],
+                               "cut no no no\nScore:": [-1, -3, -3, -3, -3, -0.1],
+                               "judged\nScore:": [-3, -0.2, -3, -3, -3, -3]})
+    cfg = JudgeConfig(repeats=2, complete_score=True)
+    records = judge(engine, template, [("p", "good"), ("p", "bad")], cfg, seed=0)
+    assert [r["scores"] for r in records] == [[5, 3], [5, 1]]
+    assert [r["score_completed"] for r in records] == [[False, True], [True, True]]
+    assert records[0]["score"] == 4.0 and records[1]["n_failed"] == 0
+    assert engine.calls == [([a, b, b], ["stopped\nScore:", "cut no no no\nScore:", "judged\nScore:"],
+                             [" 0", " 1", " 2", " 3", " 4", " 5"])]
+    # Off (the default): the same judgments leave those scores unread, and nothing is asked.
+    engine.calls = []
+    records = judge(engine, template, [("p", "good"), ("p", "bad")], JudgeConfig(repeats=2), seed=0)
+    assert [r["scores"] for r in records] == [[5, None], [None, None]] and engine.calls == []
+    assert "score_completed" not in records[0]
+
+
 def test_score_prefix_cuts_at_the_last_score_outside_quotes():
     assert score_prefix("digits yes\nScore: 4") == "digits yes\nScore:"
     assert score_prefix("a\nScore: 1\nb\nScore: 3") == "a\nScore: 1\nb\nScore:"

@@ -128,6 +128,28 @@ def test_the_self_judge_judges_each_distinct_candidate_once_with_the_judge_setti
     assert a.details["n_parsed"] == 2 and b.details["n_failed"] == 2
 
 
+class _JudgeWithScores(_Judge):
+    """A _Judge whose most likely score after any judgment's Score: is 2."""
+
+    def continuation_logprobs(self, messages, prefixes, continuations):
+        return [[0.0 if c == " 2" else -9.0 for c in continuations] for _ in prefixes]
+
+
+def test_the_judgments_stage_counts_completed_scores_as_parse_failures(tmp_path):
+    (tmp_path / "judge.txt").write_text("{prompt}|{response}")
+    cfg = compose_config([*TINY, "judge.repeats=2", f"judge.template={tmp_path / 'judge.txt'}",
+                          "judge.complete_score=true"])
+    engine = _JudgeWithScores({"p|a": "fine\nScore: 4", "p|b": "no score"})
+    write_jsonl(tmp_path / "candidates.jsonl", [{"prompt": "p", "responses": ["a", "b", "b"]}])
+    info = loop.write_judgments(_ctx(cfg, policy=lambda: engine), cfg, out=tmp_path)
+    rows = read_jsonl(tmp_path / "judgments.jsonl")
+    assert [(r["score"], r["score_completed"]) for r in rows] == [(4.0, [False, False]), (2.0, [True, True]),
+                                                                   (2.0, [True, True])]
+    # 4 judgments of 2 distinct candidates, 2 read from a model's completion: half of them unread.
+    assert info["judgments"] == 4 and info["parse_failure_rate"] == 0.5 and info["completed_scores"] == 2
+    assert info["unscored_candidates"] == 0
+
+
 def test_a_teacher_model_judges_instead_of_the_policy(tiny_engine):
     engine, folder = tiny_engine
     # Expected-score judging: greedy, so the teacher's scores can be checked against the judge's.

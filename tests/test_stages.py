@@ -238,6 +238,15 @@ def test_self_replay_rows_are_the_rounds_kept_prompts_pair_judgments_and_chosen_
                and sorted(d[4:], key=str) == sorted(answers, key=str) for d in drawn)
     assert len({str(d[:4]) for d in drawn}) > 1 and drawn[0] == loop.self_replay_examples(out, cfg, 0)
 
+    # training.self_replay_kinds: only the kinds named, an equal share each (the first named takes
+    # the remainder), in the fixed draw order whatever the order named.
+    some = compose_config([*TINY_RUN, "training.self_replay_rows=5", "training.self_replay_kinds=[answers,judgments]"])
+    drawn = loop.self_replay_examples(out, some, 3)
+    assert all(r in judgments for r in drawn[:2]) and sorted(drawn[2:], key=str) == sorted(answers, key=str)
+    assert len(drawn) == 4  # answers' share is 3, but there are only 2
+    only = compose_config([*TINY_RUN, "training.self_replay_rows=100", "training.self_replay_kinds=[judgments]"])
+    assert loop.self_replay_examples(out, only, 0) == judgments
+
 
 def test_self_replay_fine_tunes_the_trained_model_on_its_own_round(tiny_run, tmp_path):
     """After the round's DPO the model is fine-tuned on its round's own rows (with seed EFT rows

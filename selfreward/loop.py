@@ -905,6 +905,8 @@ def _iteration_counts(info: dict) -> dict:
     }
     counts.update({k: v for k, v in info["pairs"].items() if k.startswith("self_judge/")})
     counts.update({k: v for k, v in info.get("judge_pairs", {}).items() if k.startswith("meta_judge/")})
+    if "completed_scores" in info["judgments"]:  # judge.complete_score
+        counts["self_judge/completed_scores"] = info["judgments"]["completed_scores"]
     if "valid_rate" in info["prompts"]:
         counts["prompts/valid_rate"] = info["prompts"]["valid_rate"]
     return counts

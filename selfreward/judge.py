@@ -158,7 +158,7 @@ def judge(engine: Engine, template: str, items: list[tuple[str, str]], cfg, *, r
                                      cfg.min_score, cfg.max_score)
         for (i, k), score in zip(unread, completed):
             scores[i][k] = score
-    unread_at = set(unread)
+    unread_at = set(unread) if cfg.complete_score else set()
     records = []
     for i, texts in enumerate(outputs):
         # judgment_finished: false marks a judgment cut at judge.max_new_tokens.

@@ -37,7 +37,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from selfreward import distributed
-from selfreward.config import ConfigError, validate
+from selfreward.config import SELF_REPLAY_KINDS, ConfigError, validate
 from selfreward.data import (
     EFT_GROUPS,
     Oracle,
@@ -389,31 +389,45 @@ def self_replay_examples(out: Path, cfg, seed: int) -> list[dict]:
     kinds = list(cfg.training.self_replay_kinds)
     share = {kind: n // len(kinds) for kind in kinds}
     share[kinds[0]] += n - len(kinds) * (n // len(kinds))
+    pairs = read_jsonl(out / "pairs.jsonl")
+    rng = random.Random(seed)
+    rows = []
+    for kind in SELF_REPLAY_KINDS:  # a fixed draw order, whatever the order named
+        if kind in share:
+            rows += _SELF_REPLAY_POOLS[kind](out, pairs, share[kind], rng, cfg)
+    return rows
+
+
+def _replay_prompts(out: Path, pairs: list[dict], k: int, rng: random.Random, cfg) -> list[dict]:
+    """k of (request -> prompt) for the prompts the loop kept, each from the request that wrote it first."""
     kept = {r["prompt"] for r in read_jsonl(out / "prompts.jsonl")}
     written: dict[str, dict] = {}
     for r in read_jsonl(out / "prompts_raw.jsonl"):
         text = _prompt_text(r["output"], cfg)
-        if text in kept and text not in written:  # the request that wrote a kept prompt first
+        if text in kept and text not in written:
             written[text] = {"prompt": r["request"], "completion": text}
-    pairs = read_jsonl(out / "pairs.jsonl")
+    return _draw(rng, list(written.values()), k)
+
+
+def _replay_judgments(out: Path, pairs: list[dict], k: int, rng: random.Random, cfg) -> list[dict]:
+    """k of (filled judge template -> first judgment) for the pairs' distinct chosen and rejected answers."""
     judged = {}
     for p in pairs:
         for side in ("chosen", "rejected"):
             if p.get(f"{side}_judgments"):
                 judged[(p["prompt"], p[side])] = {"prompt": p["prompt"], "response": p[side],
                                                   "judgment": p[f"{side}_judgments"][0]}
-    # The chosen answers too: rehearsing prompt writing alone (its digit strings have repeats)
-    # made M2 repeat digits in its answers (docs/results.md, "A fixed prompt writer").
+    return judging_examples(_draw(rng, list(judged.values()), k), cfg)
+
+
+def _replay_answers(out: Path, pairs: list[dict], k: int, rng: random.Random, cfg) -> list[dict]:
+    """k of (prompt -> chosen answer), one per pair. Rehearsing prompt writing alone (its digit
+    strings have repeats) made M2 repeat digits in its answers (docs/results.md, "A fixed prompt writer")."""
     answers = list({p["prompt"]: {"prompt": p["prompt"], "completion": p["chosen"]} for p in pairs}.values())
-    rng = random.Random(seed)
-    rows = []
-    if "prompts" in share:
-        rows += _draw(rng, list(written.values()), share["prompts"])
-    if "judgments" in share:
-        rows += judging_examples(_draw(rng, list(judged.values()), share["judgments"]), cfg)
-    if "answers" in share:
-        rows += _draw(rng, answers, share["answers"])
-    return rows
+    return _draw(rng, answers, k)
+
+
+_SELF_REPLAY_POOLS = {"prompts": _replay_prompts, "judgments": _replay_judgments, "answers": _replay_answers}
 
 
 def _sft_on_ift(base_path: str, tokenizer_path: str, data_dir: Path, m1: Path, cfg) -> dict:

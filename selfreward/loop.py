@@ -3,6 +3,7 @@
 Run directory (one folder per model; every stage writes its files, then ``<stage>.done``)::
 
     config.yaml          the resolved config; a rerun with a different one stops
+    environment.jsonl    one line per start: CPU, torch's kernels, threads, library versions
     metrics.jsonl        one line per model M_t
     data/                seed and held-out data (data.done)
     m0/model/            the built-in base model (builtin only; base.done)
@@ -74,6 +75,7 @@ from selfreward.rundir import (
     read_done,
     read_json,
     read_jsonl,
+    record_environment,
     run_stage,
     write_json,
     write_jsonl,
@@ -521,6 +523,7 @@ def _run(cfg, run_dir: Path) -> list[dict]:
     """The loop: the stages below, in order, sharing one :class:`Resources` (one model loaded at a time)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    record_environment(run_dir, "selfreward")
     res = Resources(cfg, run_dir, train_launcher=os.environ.get(TRAIN_LAUNCHER) or None)
     try:
         res.tracker  # noqa: B018 - W&B starts with the run, so that TRL's SFT curves land in it

@@ -11,12 +11,15 @@ import gzip
 import json
 import logging
 import os
+import platform
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("selfreward")
 
 
 class SelfRewardError(RuntimeError):
@@ -229,3 +232,85 @@ def fresh_dir(path: Path) -> Path:
     if distributed.sharding():
         distributed.barrier()
     return path
+
+
+# The record of where a run ran. Runs are bit-identical on one machine, not across machines: the
+# same code and seed gave another M1 on a CPU of another kind, so each start writes these facts
+# into the run directory, and a resume on different ones says so.
+ENVIRONMENT = "environment.jsonl"
+# The libraries whose versions can change a run's numbers (kernels, tokenisation, trainer defaults).
+_PACKAGES = ("selfreward", "torch", "transformers", "trl", "datasets", "tokenizers", "accelerate", "peft",
+             "numpy", "safetensors", "vllm")
+# Facts that differ on every start by design, left out of the comparison.
+_PER_START = ("started", "entry")
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict:
+    """The facts of this process that a run's numbers depend on: Python, the CPU and the kernels
+    torch picks for it, CUDA and GPUs, torch's thread count, and the libraries' versions."""
+    from importlib import metadata
+
+    import torch
+
+    packages = {}
+    for name in _PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "python": platform.python_version(),
+        "system": platform.platform(),
+        "cpu": _cpu_name(),
+        # The vector kernels torch dispatches to (e.g. AVX2, AVX512): what moves results across CPUs.
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda,
+        # Counted without starting CUDA in this process (a vLLM engine started later forks workers).
+        "gpus": torch.cuda.device_count(),
+        "packages": packages,
+    }
+
+
+def environment_changes(first: dict, now: dict) -> list[str]:
+    """``key: old -> new`` for each fact of ``now`` that differs from ``first`` (start times aside)."""
+    changes = []
+    for key in sorted(set(first) | set(now)):
+        if key in _PER_START or key == "packages":
+            continue
+        if first.get(key) != now.get(key):
+            changes.append(f"{key}: {first.get(key)!r} -> {now.get(key)!r}")
+    old, new = first.get("packages") or {}, now.get("packages") or {}
+    for name in sorted(set(old) | set(new)):
+        if old.get(name) != new.get(name):
+            changes.append(f"{name}: {old.get(name)} -> {new.get(name)}")
+    return changes
+
+
+def record_environment(run_dir: Path, entry: str) -> list[str]:
+    """Append this start's :func:`environment` to ``run_dir/environment.jsonl`` (one line per
+    start: a launch, a resume, a stage run on its own as ``entry``) and return how it differs from
+    the run's first start, which is also logged as a warning: a run resumed elsewhere is not
+    bit-identical to one that ran straight through."""
+    path = Path(run_dir) / ENVIRONMENT
+    rows = read_jsonl(path) if path.is_file() else []
+    now = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "entry": entry, **environment()}
+    write_jsonl(path, [*rows, now])
+    changes = environment_changes(rows[0], now) if rows else []
+    if changes:
+        more = f" (and {len(changes) - 1} more; see {path})" if len(changes) > 1 else f" (see {path})"
+        log.warning("%s was started on another machine or with other libraries (%s%s); its results will not "
+                    "be bit-identical to a run made in one place", run_dir, changes[0], more)
+    return changes

@@ -43,7 +43,7 @@ from omegaconf import OmegaConf
 
 from selfreward import distributed
 from selfreward.config import Config, ConfigError, register_configs, validate
-from selfreward.rundir import SelfRewardError, lock_run_dir
+from selfreward.rundir import SelfRewardError, lock_run_dir, record_environment
 
 log = logging.getLogger("selfreward")
 
@@ -144,9 +144,12 @@ def run_stage(name: str, run_dir: str | Path, t: int | None = None, overrides: l
 
         torch.set_num_threads(cfg.threads)
     stage = _stages()[name]
+    entry = f"stage {name}" + (f" --t {t}" if t is not None else "")
     if not lock or not distributed.is_main():
+        record_environment(run_dir, entry)
         return stage(cfg, run_dir, t)
     with lock_run_dir(run_dir):
+        record_environment(run_dir, entry)
         return stage(cfg, run_dir, t)
 
 

@@ -1,12 +1,14 @@
 """A run stopped after any stage and started again gives the results of an uninterrupted run."""
 
+import json
+
 import pytest
 import yaml
 import torch
 from safetensors.torch import load_file
 
 import selfreward.loop as loop
-from selfreward.rundir import SelfRewardError, read_json, read_jsonl
+from selfreward.rundir import SelfRewardError, environment, environment_changes, read_json, read_jsonl, record_environment
 
 
 def _stripped(rows):
@@ -46,6 +48,29 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_config, tmp_path, monke
     assert _stripped(read_jsonl(broken / "metrics.jsonl")) == _stripped(read_jsonl(straight / "metrics.jsonl"))
     # Times are those of the run that did the work, read back from the stage markers.
     assert resumed[1]["time/prompts_s"] == read_json(broken / "m2" / "prompts.done")["seconds"]
+    # Each start is recorded, and a resume on the same machine changes nothing recorded.
+    assert len(read_jsonl(straight / "environment.jsonl")) == 1
+    first, again = read_jsonl(broken / "environment.jsonl")
+    assert first["entry"] == again["entry"] == "selfreward"
+    assert environment_changes(first, again) == []
+    assert again["packages"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert again["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_a_resume_elsewhere_is_recorded_and_said(tmp_path, caplog):
+    here = environment()
+    elsewhere = {**here, "started": "2026-01-01T00:00:00+0000", "entry": "selfreward", "cpu_capability": "AVX2",
+                 "packages": {**here["packages"], "torch": "2.0.0"}}
+    (tmp_path / "environment.jsonl").write_text(json.dumps(elsewhere) + "\n")
+    with caplog.at_level("WARNING", logger="selfreward"):
+        changes = record_environment(tmp_path, "stage dpo --t 1")
+    assert changes == [f"cpu_capability: 'AVX2' -> {here['cpu_capability']!r}",
+                       f"torch: 2.0.0 -> {here['packages']['torch']}"]
+    assert "cpu_capability: 'AVX2'" in caplog.text and "not be bit-identical" in caplog.text
+    rows = read_jsonl(tmp_path / "environment.jsonl")
+    assert [r["entry"] for r in rows] == ["selfreward", "stage dpo --t 1"]
+    # A third start on this machine still differs from the first, and only in those two facts.
+    assert len(record_environment(tmp_path, "selfreward")) == 2
 
 
 def test_a_half_written_stage_is_redone(tiny_config, tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from selfreward.rundir import SelfRewardError, read_jsonl, write_text
+from selfreward.rundir import ENVIRONMENT, SelfRewardError, environment_changes, read_jsonl, write_text
 
 JUDGE_METRICS = ("judge/pairwise_accuracy", "judge/exact_match", "judge/spearman", "judge/kendall_tau")
 POLICY_METRICS = ("policy/oracle_accuracy", "policy/oracle_accuracy_sampled")
@@ -67,6 +67,8 @@ class Run:
     experiment: str
     seed: int | None
     rows: list[dict]
+    # The first line of ``environment.jsonl`` (where the run started); None for runs made before it.
+    environment: dict | None = None
 
     @property
     def label(self) -> str:
@@ -122,6 +124,7 @@ def load_run(path: str | Path) -> Run:
         experiment=str(config.get("experiment_name", path.name)),
         seed=config.get("seed"),
         rows=read_jsonl(path / "metrics.jsonl"),
+        environment=next(iter(read_jsonl(path / ENVIRONMENT)), None) if (path / ENVIRONMENT).is_file() else None,
     )
 
 
@@ -288,7 +291,7 @@ def results_markdown(runs: Sequence[Run], title: str) -> str:
     columns = table_columns(aggregated)
     parts = [f"# {title}\n", "Each cell: mean ± sample std over seeds (n = seeds with a value); "
              f"{MISSING} where no seed has the metric.\n"]
-    parts += [f"> Warning: {warning}\n" for warning in duplicate_seeds(runs)]
+    parts += [f"> Warning: {warning}\n" for warning in duplicate_seeds(runs) + mixed_environments(runs)]
     for experiment, by_model in aggregated.items():
         seeds = ", ".join(str(r.seed) for r in runs if r.experiment == experiment)
         parts.append(f"## Experiment `{experiment}` (seeds {seeds})\n")
@@ -322,6 +325,23 @@ def duplicate_seeds(runs: Sequence[Run]) -> list[str]:
     return [f"experiment {experiment!r} has seed {seed} in {len(paths)} run directories "
             f"({', '.join(map(str, paths))}); all are averaged"
             for (experiment, seed), paths in seen.items() if len(paths) > 1]
+
+
+def mixed_environments(runs: Sequence[Run]) -> list[str]:
+    """A warning when the runs started in different environments (CPU kernels, threads, library
+    versions: ``environment.jsonl``), whose numbers differ even at the same seed; runs without the
+    record are not judged."""
+    recorded = [r for r in runs if r.environment]
+    if not recorded:
+        return []
+    first = recorded[0]
+    others = [(r, environment_changes(first.environment, r.environment)) for r in recorded[1:]]
+    others = [(r, changes) for r, changes in others if changes]
+    if not others:
+        return []
+    run, changes = others[0]
+    return [f"the runs started in more than one environment: {len(others)} of {len(recorded)} differ from "
+            f"{first.path} ({run.path}: {'; '.join(changes)}); the same seed gives other numbers elsewhere"]
 
 
 # --- plots ----------------------------------------------------------------------------------

@@ -19,8 +19,10 @@ from selfreward.report import (
     gain,
     gains_table,
     iteration_seconds,
+    load_run,
     main,
     markdown_table,
+    mixed_environments,
     results_markdown,
     table_columns,
 )
@@ -108,11 +110,25 @@ def test_duplicate_seeds_are_reported():
     assert f"> Warning: {warning}" in results_markdown(runs, "title")
 
 
+def test_runs_from_different_environments_are_reported():
+    here = {"cpu_capability": "AVX512", "threads": 1, "packages": {"torch": "2.13.0"}, "started": "a"}
+    same = {**here, "started": "b", "entry": "stage dpo --t 1"}  # another start, same environment
+    avx2 = {**here, "cpu_capability": "AVX2", "packages": {"torch": "2.12.0"}}
+    a, b, c = (Run(Path(f"runs/a/seed{s}"), "a", s, [], env) for s, env in enumerate([here, same, avx2]))
+    old = make_run("a", 3, [])  # made before environment.jsonl: not judged
+    assert mixed_environments([a, b, old]) == []
+    (warning,) = mixed_environments([a, b, c, old])
+    assert "1 of 3 differ from runs/a/seed0" in warning
+    assert "runs/a/seed2: cpu_capability: 'AVX512' -> 'AVX2'; torch: 2.13.0 -> 2.12.0" in warning
+    assert f"> Warning: {warning}" in results_markdown([a, b, c, old], "title")
+
+
 def test_report_on_a_real_run(run_dir, tmp_path, capsys):
     # The parent folder is searched; the run is found once although it is given twice.
     out = tmp_path / "report"
     assert main([str(run_dir.parent.parent), str(run_dir), "--out", str(out), "--title", "Tiny"]) == 0
     assert find_run_dirs(run_dir.parent.parent) == [run_dir]
+    assert load_run(run_dir).environment["entry"] == "selfreward"  # where the run started
     text = (out / "results.md").read_text(encoding="utf-8")
     assert text.startswith("# Tiny\n")
     experiment = "tiny"  # the shared run's experiment_name

@@ -7,8 +7,8 @@ a markdown table (M1, M2, M3 sampled accuracy, M3 - M1, M3 vs M1 head to head, t
 held-out pairwise accuracy M1 -> M3, the self-judge's pair accuracy and the share of chosen answers
 that are correct per iteration), then the mean
 gain of each experiment, M1's spread over seeds, the share of the random-pairs-to-oracle distance
-the default closes, and the default's head to head and judge trend. `scripts/run_evidence.sh`
-runs it after the report.
+the default closes, and the default's head to head and judge trend, and where the runs were made
+(each run's ``environment.jsonl``). `scripts/run_evidence.sh` runs it after the report.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ def load(root: Path) -> dict[tuple[str, int], list[dict]]:
 
 
 def main() -> None:
-    runs = load(Path(sys.argv[1]))
+    root = Path(sys.argv[1])
+    runs = load(root)
     print("| experiment | seed | M1 | M2 | M3 | M3 - M1 (points) | M3 vs M1 head to head, sampled "
           "| judge pairwise M1 -> M3 | pair accuracy M2, M3 | chosen right M2, M3 |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -75,6 +76,18 @@ def main() -> None:
         judge1 = by_seed("default", 1, "judge/pairwise_accuracy")
         judge3 = by_seed("default", 3, "judge/pairwise_accuracy")
         print(f"default judge pairwise accuracy M1 {statistics.fmean(judge1):.3f} -> M3 {statistics.fmean(judge3):.3f}")
+    made_on = {}
+    for experiment, seed in runs:
+        path = root / experiment / f"seed{seed}" / "environment.jsonl"
+        if path.is_file():
+            env = json.loads(path.open().readline())
+            versions = ", ".join(f"{k} {v}" for k, v in sorted(env.get("packages", {}).items()))
+            made_on.setdefault(f"{env.get('cpu')} ({env.get('cpu_capability')} kernels), {env.get('threads')} "
+                               f"threads, {env.get('gpus')} GPUs; {versions}", []).append(f"{experiment} {seed}")
+    for where, which in made_on.items():
+        print(f"made on: {where} ({len(which)} runs)")
+    if len(made_on) > 1:
+        print("warning: the runs were made in more than one environment; seeds are not comparable across them")
 
 
 if __name__ == "__main__":

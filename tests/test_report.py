@@ -164,3 +164,26 @@ def test_a_folder_without_runs_is_an_error(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"selfreward-report: error: {tmp_path}: no run directories (folders holding metrics.jsonl) found"]
     assert not (tmp_path / "out").exists()
+
+
+def test_evidence_summary_names_where_the_runs_were_made(tmp_path):
+    import json
+
+    from selfreward.rundir import record_environment
+
+    def row(acc):
+        return {"policy/oracle_accuracy_sampled": acc, "h2h/vs_m1_win_rate_sampled": 0.5,
+                "judge/pairwise_accuracy": 0.7}
+
+    for experiment, accs in (("default", (0.5, 0.6, 0.7)), ("oracle_reward", (0.5, 0.7, 0.8))):
+        folder = tmp_path / experiment / "seed0"
+        folder.mkdir(parents=True)
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(row(a)) + "\n" for a in accs))
+        record_environment(folder, "selfreward")
+    script = Path(__file__).parent.parent / "scripts" / "evidence_summary.py"
+    out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, check=True).stdout
+    assert "| default | 0 | 0.500 | 0.600 | 0.700 | +20.0 | 0.500 | 0.700 -> 0.700 | -, - | -, - |" in out
+    assert "oracle_reward: mean gain +30.0 points over 1 seeds, gains on 1" in out
+    (made_on,) = [line for line in out.splitlines() if line.startswith("made on: ")]
+    assert made_on.endswith("(2 runs)") and "kernels" in made_on and "torch " in made_on
+    assert "more than one environment" not in out

@@ -220,6 +220,10 @@ def _draw(rng: random.Random, rows: list, k: int) -> list:
 # DPO round was seen writing "sort::::" to all 6,000 requests, 4 kept): warn, since the round
 # goes on with whatever was kept.
 LOW_KEPT_SHARE = 0.1
+# Above this share of judgments without a readable score, the self-judge has likely broken (a
+# judge_trace model after a large DPO round wrote "response 2 in no no no ..." to 36% of its
+# held-out judgments, then Score: 0 to nearly all): warn, since the round goes on.
+HIGH_UNREAD_SHARE = 0.2
 
 
 def write_prompts(engine: Engine, data: SeedData, cfg, *, seed: int, out: Path, earlier: list[str],
@@ -291,12 +295,17 @@ def write_judgments(ctx: Context, cfg, *, out: Path) -> dict:
     # The source's own scores (before any shaping), so that runs with and without shaping compare.
     raw = [s.details.get("raw_score", s.score) for s in distinct.values()]
     values = [v for v in raw if v is not None]
+    unread = len(judgments) - len(parsed) + completed
+    if judgments and unread > HIGH_UNREAD_SHARE * len(judgments):
+        log.warning("the judge left %d of %d judgments without a readable score%s: it may have lost its judging; "
+                    "see %s", unread, len(judgments), f" ({completed} completed)" if completed else "",
+                    out / "judgments.jsonl")
     return {
         "truncation_rate": sum(cut) / len(cut) if cut else 0.0,
         "distinct_candidates": len(distinct),
         "judgments": len(judgments),
         # None for a reward without judgments (oracle, likelihood, ...): nothing could fail to parse.
-        "parse_failure_rate": 1 - (len(parsed) - completed) / len(judgments) if judgments else None,
+        "parse_failure_rate": unread / len(judgments) if judgments else None,
         **({"completed_scores": completed} if cfg.judge.complete_score else {}),
         # With a judge, the mean of its parsed judgments (as before the reward interface, so that
         # runs compare); without one, the mean of the candidates' scores.

@@ -135,19 +135,32 @@ class _JudgeWithScores(_Judge):
         return [[0.0 if c == " 2" else -9.0 for c in continuations] for _ in prefixes]
 
 
-def test_the_judgments_stage_counts_completed_scores_as_parse_failures(tmp_path):
+def test_the_judgments_stage_counts_completed_scores_as_parse_failures(tmp_path, caplog):
     (tmp_path / "judge.txt").write_text("{prompt}|{response}")
     cfg = compose_config([*TINY, "judge.repeats=2", f"judge.template={tmp_path / 'judge.txt'}",
                           "judge.complete_score=true"])
     engine = _JudgeWithScores({"p|a": "fine\nScore: 4", "p|b": "no score"})
     write_jsonl(tmp_path / "candidates.jsonl", [{"prompt": "p", "responses": ["a", "b", "b"]}])
-    info = loop.write_judgments(_ctx(cfg, policy=lambda: engine), cfg, out=tmp_path)
+    with caplog.at_level("WARNING", logger="selfreward"):
+        info = loop.write_judgments(_ctx(cfg, policy=lambda: engine), cfg, out=tmp_path)
+    # More than a fifth unread: the judge may have broken, and the log says so.
+    assert "the judge left 2 of 4 judgments without a readable score (2 completed)" in caplog.text
     rows = read_jsonl(tmp_path / "judgments.jsonl")
     assert [(r["score"], r["score_completed"]) for r in rows] == [(4.0, [False, False]), (2.0, [True, True]),
                                                                    (2.0, [True, True])]
     # 4 judgments of 2 distinct candidates, 2 read from a model's completion: half of them unread.
     assert info["judgments"] == 4 and info["parse_failure_rate"] == 0.5 and info["completed_scores"] == 2
     assert info["unscored_candidates"] == 0
+
+
+def test_the_judgments_stage_is_quiet_while_a_fifth_or_fewer_are_unread(tmp_path, caplog):
+    (tmp_path / "judge.txt").write_text("{prompt}|{response}")
+    cfg = compose_config([*TINY, "judge.repeats=1", f"judge.template={tmp_path / 'judge.txt'}"])
+    engine = _Judge({f"p|{a}": f"Score: {i}" for i, a in enumerate("abcd")} | {"p|e": "no score"})
+    write_jsonl(tmp_path / "candidates.jsonl", [{"prompt": "p", "responses": list("abcde")}])
+    with caplog.at_level("WARNING", logger="selfreward"):
+        info = loop.write_judgments(_ctx(cfg, policy=lambda: engine), cfg, out=tmp_path)
+    assert info["parse_failure_rate"] == pytest.approx(0.2) and "readable score" not in caplog.text
 
 
 def test_a_teacher_model_judges_instead_of_the_policy(tiny_engine):

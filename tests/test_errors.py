@@ -76,7 +76,7 @@ def test_a_failed_write_leaves_the_stage_unfinished_and_resume_redoes_it(tiny_co
 
     def full_disk(fd):
         calls.append(fd)
-        if len(calls) == 2:
+        if len(calls) == 3:  # config.yaml and environment.jsonl are written, then the data stage's first file
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 

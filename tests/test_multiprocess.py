@@ -137,6 +137,10 @@ def test_two_processes_write_once_and_match_one_process_where_they_should(tiny_r
     # Only the first process wrote, each file once (then its marker).
     assert not (tmp_path / "writes.rank1").exists()
     moved = (tmp_path / "writes.rank0").read_text().split()
+    # environment.jsonl gains a line at each stage's start, so it is rewritten once per stage run.
+    assert sum(m.endswith("/environment.jsonl") for m in moved) == 5  # one per stage launched
+    assert [r["entry"] for r in read_jsonl(a / "environment.jsonl")] == ["stage pairs --t 1", "stage dpo --t 1"]
+    moved = [m for m in moved if not m.endswith("/environment.jsonl")]
     assert len(moved) == len(set(moved))
     for run, names in ((a, ["pairs.jsonl", "pairs.done", "model", "training_log.jsonl", "dpo.done"]),
                        (b, ["candidates.jsonl", "candidates.done", "judgments.jsonl", "judgments.done"])):

@@ -18,6 +18,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from selfreward.report import load_run, mixed_environments
+
 EXPERIMENTS = ("default", "oracle_reward", "rft_oracle", "sft_best", "random_pairs")
 SAMPLED = "policy/oracle_accuracy_sampled"
 
@@ -76,19 +78,18 @@ def main() -> None:
         judge1 = by_seed("default", 1, "judge/pairwise_accuracy")
         judge3 = by_seed("default", 3, "judge/pairwise_accuracy")
         print(f"default judge pairwise accuracy M1 {statistics.fmean(judge1):.3f} -> M3 {statistics.fmean(judge3):.3f}")
-    made_on = {}
-    for experiment, seed in runs:
-        path = root / experiment / f"seed{seed}" / "environment.jsonl"
-        if path.is_file():
-            env = json.loads(path.open().readline())
-            versions = ", ".join(f"{k} {v}" for k, v in sorted(env.get("packages", {}).items()))
-            made_on.setdefault(f"{env.get('cpu')} ({env.get('cpu_capability')} kernels), {env.get('threads')} "
-                               f"threads, {env.get('gpus')} GPUs; {versions}", []).append(f"{experiment} {seed}")
-    for where, which in made_on.items():
-        print(f"made on: {where} ({len(which)} runs)")
-    if len(made_on) > 1:
-        print("warning: the runs were made in more than one environment; seeds are not comparable across them")
-
+    # Where the runs were made, from each run's environment.jsonl (selfreward-report reads it too).
+    made = [load_run(root / experiment / f"seed{seed}") for experiment, seed in runs]
+    made_on: dict[str, int] = {}
+    for env in (r.environment for r in made if r.environment):
+        versions = ", ".join(f"{k} {v}" for k, v in sorted(env.get("packages", {}).items()))
+        where = (f"{env.get('cpu')} ({env.get('cpu_capability')} kernels), {env.get('threads')} threads, "
+                 f"{env.get('gpus')} GPUs; {versions}")
+        made_on[where] = made_on.get(where, 0) + 1
+    for where, count in made_on.items():
+        print(f"made on: {where} ({count} runs)")
+    for warning in mixed_environments(made):
+        print(f"warning: {warning}")
 
 if __name__ == "__main__":
     main()

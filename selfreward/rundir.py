@@ -157,7 +157,7 @@ def _run_stage_together(folder: Path, stage: str, fn: Callable[[], dict], parall
                 outcome = ("ok", _run_stage(folder, stage, fn))
         except Exception as e:  # noqa: BLE001 - told to the other processes, then raised here
             # Said at once: the other processes may be waiting in a collective that never comes.
-            logging.getLogger("selfreward").error("stage %s failed in process %d: %s: %s", stage,
+            log.error("stage %s failed in process %d: %s: %s", stage,
                                                   distributed.rank(), type(e).__name__, e)
             error, outcome = e, ("error", f"{type(e).__name__}: {e}")
     outcomes = distributed.gather(outcome)
@@ -241,8 +241,9 @@ ENVIRONMENT = "environment.jsonl"
 # The libraries whose versions can change a run's numbers (kernels, tokenisation, trainer defaults).
 _PACKAGES = ("selfreward", "torch", "transformers", "trl", "datasets", "tokenizers", "accelerate", "peft",
              "numpy", "safetensors", "vllm")
-# Facts that differ on every start by design, left out of the comparison.
-_PER_START = ("started", "entry")
+# Facts recorded but left out of the comparison: they differ on every start by design, or (the
+# kernel's version, the core count when torch's threads are set) they do not move the numbers.
+_NOT_COMPARED = ("started", "entry", "system", "cpus")
 
 
 def _cpu_name() -> str:
@@ -285,10 +286,11 @@ def environment() -> dict:
 
 
 def environment_changes(first: dict, now: dict) -> list[str]:
-    """``key: old -> new`` for each fact of ``now`` that differs from ``first`` (start times aside)."""
+    """``key: old -> new`` for each fact of ``now`` that differs from ``first`` (those of
+    ``_NOT_COMPARED`` aside)."""
     changes = []
     for key in sorted(set(first) | set(now)):
-        if key in _PER_START or key == "packages":
+        if key in _NOT_COMPARED or key == "packages":
             continue
         if first.get(key) != now.get(key):
             changes.append(f"{key}: {first.get(key)!r} -> {now.get(key)!r}")

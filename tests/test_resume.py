@@ -59,8 +59,9 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_config, tmp_path, monke
 
 def test_a_resume_elsewhere_is_recorded_and_said(tmp_path, caplog):
     here = environment()
+    # Another kernel version and core count are recorded, not reported: they do not move the numbers.
     elsewhere = {**here, "started": "2026-01-01T00:00:00+0000", "entry": "selfreward", "cpu_capability": "AVX2",
-                 "packages": {**here["packages"], "torch": "2.0.0"}}
+                 "system": "Linux-5.0", "cpus": 64, "packages": {**here["packages"], "torch": "2.0.0"}}
     (tmp_path / "environment.jsonl").write_text(json.dumps(elsewhere) + "\n")
     with caplog.at_level("WARNING", logger="selfreward"):
         changes = record_environment(tmp_path, "stage dpo --t 1")

@@ -9,7 +9,11 @@ preference pairs (the loop's own ``pairs.jsonl``, so whatever pair rule the run 
   prompt, the share of that prompt's pairs), against a candidate drawn at random (the share of
   samples that are correct) and the most frequent candidate (majority vote, no judge);
 * per rubric check and task, how often the judge's verdict agrees with the oracle's, on the
-  held-out judge set (synthetic responses, m1/eval_judge.jsonl) and on its own candidates.
+  held-out judge set (synthetic responses, m1/eval_judge.jsonl) and on its own candidates;
+* over every prompt that could give a best-vs-worst pair (before ``pairs.majority_agrees`` or
+  any other filter), whether the judge's pick is also the policy's most sampled answer, and
+  where it is not, how often each of the two is right, by the score the judge gave the
+  majority answer (``--tie-break`` should be the run's ``pairs.tie_break``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import statistics
 from pathlib import Path
 
 from selfreward.data.builtin import CHECKS, is_correct, parse_prompt, rubric_checks
+from selfreward.pairs import build_pairs
 from selfreward.rundir import read_jsonl
 
 
@@ -40,6 +45,43 @@ def choice_rates(folder: Path) -> dict[str, float]:
         totals["the most frequent candidate"] += is_correct(prompt, max(counts, key=counts.get))
         totals["any candidate correct"] += any(is_correct(prompt, r) for r in counts)
     return {k: v / n for k, v in totals.items()} | {"prompts": n}
+
+
+def vote_split(folder: Path, tie_break: str = "frequent") -> dict[str, list[int]]:
+    """Group -> [prompts, judge's pick right, majority answer right], from ``judgments.jsonl``.
+
+    The pick is best_worst's chosen answer with ``tie_break``; the majority answer is the scored
+    answer with the most scored copies (the first on equal counts). Groups: ``agree`` (the pick
+    has as many copies as the majority answer: what ``pairs.majority_agrees`` keeps) and
+    ``disagree, majority scored S`` (S rounded to the nearest point). Prompts without a pair, or
+    that are not the world's tasks, are left out."""
+    groups: dict[str, dict] = {}
+    for row in read_jsonl(folder / "judgments.jsonl"):
+        g = groups.setdefault(row["prompt"], {"prompt": row["prompt"], "responses": [], "scores": [], "finished": []})
+        g["responses"].append(row["response"])
+        g["scores"].append(row["score"])
+        g["finished"].append(row.get("finished", True))
+    split = collections.defaultdict(lambda: [0, 0, 0])
+    for g in groups.values():
+        if parse_prompt(g["prompt"]) is None:
+            continue
+        pairs, _ = build_pairs([g], tie_break=tie_break)
+        if not pairs:
+            continue
+        copies, scores = collections.Counter(), collections.defaultdict(list)
+        for text, score, done in zip(g["responses"], g["scores"], g["finished"], strict=True):
+            if score is not None and done:
+                copies[text.strip()] += 1
+                scores[text.strip()].append(score)
+        majority = max(copies, key=copies.get)  # Counter keeps first-seen order: the first wins ties
+        pick = pairs[0]["chosen"].strip()
+        key = "agree" if copies[pick] >= copies[majority] else \
+            f"disagree, majority scored {round(statistics.fmean(scores[majority]))}"
+        counts = split[key]
+        counts[0] += 1
+        counts[1] += is_correct(g["prompt"], pick)
+        counts[2] += is_correct(g["prompt"], majority)
+    return dict(split)
 
 
 def check_accuracy(path: Path) -> dict[tuple[str, str], float]:
@@ -68,6 +110,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--model", type=int, default=2, help="the iteration that made M_t (default 2)")
+    parser.add_argument("--tie-break", default="frequent", choices=("first", "frequent"),
+                        help="the runs' pairs.tie_break, for the pick in the vote split (default frequent)")
     args = parser.parse_args()
     rates = [choice_rates(run / f"m{args.model}") for run in args.runs]
     print(f"Which candidate is correct (iteration that made M{args.model}; mean over {len(rates)} runs, range):")
@@ -84,6 +128,15 @@ def main() -> None:
         b = [r[key] for r in own if key in r]
         print(f"  {key[0]:7s} {key[1]:7s} {statistics.fmean(a) if a else float('nan'):.2f} | "
               f"{statistics.fmean(b) if b else float('nan'):.2f}")
+    pooled = collections.defaultdict(lambda: [0, 0, 0])
+    for run in args.runs:
+        for key, counts in vote_split(run / f"m{args.model}", args.tie_break).items():
+            pooled[key] = [a + b for a, b in zip(pooled[key], counts, strict=True)]
+    print(f"\nThe judge's pick against the policy's most sampled answer, every prompt with a pair (pooled over "
+          f"{len(args.runs)} runs): prompts, pick right, majority answer right")
+    for key in sorted(pooled, key=lambda k: (k != "agree", k)):
+        n, pick, majority = pooled[key]
+        print(f"  {key:30s} {n:6d}  {pick / n:.2f}  {majority / n:.2f}")
 
 
 if __name__ == "__main__":

@@ -44,3 +44,27 @@ def test_choice_rates_by_hand(tmp_path, diagnostics):
     # sort's most frequent answer "1 2 3" is right; reverse's "5 2 8" is wrong.
     assert rates["the most frequent candidate"] == pytest.approx(1 / 2)
     assert rates["any candidate correct"] == 1.0
+
+
+def test_vote_split_by_hand(tmp_path, diagnostics):
+    # One row per sample, as the loop writes judgments.jsonl.
+    def rows(prompt, samples):
+        return [{"prompt": prompt, "response": r, "score": s} for r, s in samples]
+
+    _write(tmp_path, "judgments.jsonl",
+           # sort: 3 1 2 -> "1 2 3". The wrong "1 2 2" is sampled three times and scored 2; the judge picks
+           # the right "1 2 3" (5, once): a disagreement, the majority scored 2, pick right, majority wrong.
+           rows("sort: 3 1 2", [("1 2 2", 2.0), ("1 2 3", 5.0), ("1 2 2", 2.0), ("1 2 2", 2.0), ("3 1", 0.0)])
+           # evens: 4 1 6 -> "4 6", sampled twice and scored 5: the pick is the majority, both right.
+           + rows("evens: 4 1 6", [("4 6", 5.0), ("4", 1.0), ("4 6", 5.0)])
+           # unique: 2 2 5 -> "2 5". "2 2 5" scored 4 twice and 3 once (mean 3.67, rounds to 4), "2 5"
+           # once at 5: disagreement, majority scored 4, pick right.
+           + rows("unique: 2 2 5", [("2 2 5", 4.0), ("2 5", 5.0), ("2 2 5", 4.0), ("2 2 5", 3.0)])
+           # sort: 9 8 -> every answer scored 3: no pair, left out; an unparsed score counts for nothing.
+           + rows("sort: 9 8", [("8 9", 3.0), ("9 8", 3.0), ("8 9", None)])
+           # Not a task of the world: left out.
+           + rows("Write a new task.", [("a", 5.0), ("b", 1.0)]))
+    split = diagnostics.vote_split(tmp_path)
+    assert split == {"agree": [1, 1, 1],
+                     "disagree, majority scored 2": [1, 1, 0],
+                     "disagree, majority scored 4": [1, 1, 0]}

@@ -153,6 +153,9 @@ class PairsConfig:
     # best_worst only: keep a prompt's pair only when its chosen answer is also its most often
     # sampled one (the judge agrees with the policy's majority vote).
     majority_agrees: bool = False
+    # best_worst only: keep a prompt's pair only when its chosen answer is at least this share of
+    # the prompt's scored candidates (how sure the policy's own vote is; 0: off).
+    min_vote_share: float = 0.0
     # A candidate cut at generation.max_new_tokens (finished: false) is left out of the pairs
     # unless this is true: a truncated answer is neither a fair winner nor a fair loser.
     allow_truncated: bool = False
@@ -445,6 +448,7 @@ RANGES = {
     "reward_shaping.t": _rule(lambda v: v != 0, "a nonzero number (> 0 for Best-of-N, < 0 for Worst-of-N)"),
     "pairs.min_margin": _NOT_NEGATIVE,
     "pairs.rho": _rule(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "pairs.min_vote_share": _rule(lambda v: 0 <= v <= 1, "a number in [0, 1] (0: off)"),
     **_trainer_ranges("training.sft"),
     **_trainer_ranges("training.dpo"),
     **_trainer_ranges("training.sft_best"),
@@ -543,6 +547,9 @@ def _check_rules(cfg) -> None:
         if getattr(cfg.pairs, name) and cfg.pairs.method != "best_worst":
             raise ConfigError(f"invalid config: pairs.{name}=true with pairs.method={cfg.pairs.method}; "
                               f"allowed: {name}=false (only best_worst has this rule)")
+    if cfg.pairs.min_vote_share and cfg.pairs.method != "best_worst":
+        raise ConfigError(f"invalid config: pairs.min_vote_share={cfg.pairs.min_vote_share} with pairs.method="
+                          f"{cfg.pairs.method}; allowed: min_vote_share=0 (only best_worst has this rule)")
     if cfg.prompts.min_chars > cfg.prompts.max_chars:
         raise ConfigError(f"invalid config: prompts.min_chars={cfg.prompts.min_chars}, prompts.max_chars="
                           f"{cfg.prompts.max_chars}; allowed: min_chars <= max_chars")

@@ -329,7 +329,8 @@ def write_pairs(cfg, *, seed: int, out: Path, model: int, oracle: Oracle | None 
     pairs, stats = build_pairs(list(groups.values()), method=cfg.pairs.method, min_margin=cfg.pairs.min_margin,
                                rho=cfg.pairs.rho, seed=seed, allow_truncated=cfg.pairs.allow_truncated,
                                tie_break=cfg.pairs.tie_break, unique_best=cfg.pairs.unique_best,
-                               majority_agrees=cfg.pairs.majority_agrees)
+                               majority_agrees=cfg.pairs.majority_agrees,
+                               min_vote_share=cfg.pairs.min_vote_share)
     if not pairs:
         raise SelfRewardError(
             f"iteration {model - 1} made no preference pairs from {stats.prompts} prompts "
@@ -337,6 +338,8 @@ def write_pairs(cfg, *, seed: int, out: Path, model: int, oracle: Oracle | None 
             + (f"{stats.shared_best} with a top score shared (pairs.unique_best), " if cfg.pairs.unique_best else "")
             + (f"{stats.not_majority} whose chosen answer is not the most sampled (pairs.majority_agrees), "
                if cfg.pairs.majority_agrees else "")
+            + (f"{stats.low_vote_share} whose chosen answer is under {cfg.pairs.min_vote_share} of the scored "
+               f"candidates (pairs.min_vote_share), " if cfg.pairs.min_vote_share else "")
             + f"{stats.too_few_scored} with fewer than 2 distinct scored candidates, "
             f"{stats.truncated} candidates cut at generation.max_new_tokens left out); "
             f"see {out / 'judgments.jsonl'}"

@@ -21,6 +21,7 @@ class PairStats:
     truncated: int = 0  # candidates left out because they were cut at max_new_tokens
     shared_best: int = 0  # dropped by unique_best: several distinct answers share the top score
     not_majority: int = 0  # dropped by majority_agrees: the chosen answer is not the most sampled one
+    low_vote_share: int = 0  # dropped by min_vote_share: too few of the scored candidates are the chosen answer
 
     @property
     def tie_rate(self) -> float:
@@ -39,7 +40,7 @@ TIE_BREAKS = ("first", "frequent")
 def build_pairs(
     groups: list[dict], *, method: str = "best_worst", min_margin: float = 0.0, rho: float = 0.0, seed: int = 0,
     allow_truncated: bool = False, tie_break: str = "first", unique_best: bool = False,
-    majority_agrees: bool = False,
+    majority_agrees: bool = False, min_vote_share: float = 0.0,
 ) -> tuple[list[dict], PairStats]:
     """Turn judged candidates into pairs.
 
@@ -65,7 +66,9 @@ def build_pairs(
       least as often as any other scored answer (``not_majority``): the judge and the policy's own
       vote agree (self-consistency, as in Wang et al. 2022). On the built-in world the judge's pick
       is right 0.76-0.92 of the time where they agree and about half the time where they differ
-      (docs/results.md, "The judge agrees with the vote").
+      (docs/results.md, "The judge agrees with the vote"). With ``min_vote_share``, a prompt
+      gives a pair only when at least that share of its scored candidates (copies counted) are
+      its chosen answer (``low_vote_share``): the vote is sure as well as on the judge's side.
     - ``all_pairs``: every two distinct answers whose scores differ by more than ``min_margin``,
       the higher-scored one chosen (in order of first appearance).
     - ``length_control`` (Meta-Rewarding): with ``S_max``, ``S_min`` the prompt's extreme scores,
@@ -82,7 +85,10 @@ def build_pairs(
         raise ValueError(f"pairs.tie_break must be one of {', '.join(TIE_BREAKS)}, got {tie_break!r}")
     if tie_break != "first" and method != "best_worst":
         raise ValueError(f"pairs.tie_break={tie_break!r} is a best_worst rule; {method!r} breaks its own ties")
-    for name, on in (("unique_best", unique_best), ("majority_agrees", majority_agrees)):
+    if not 0 <= min_vote_share <= 1:
+        raise ValueError(f"pairs.min_vote_share must be in [0, 1], got {min_vote_share}")
+    for name, on in (("unique_best", unique_best), ("majority_agrees", majority_agrees),
+                     ("min_vote_share", min_vote_share > 0)):
         if on and method != "best_worst":
             raise ValueError(f"pairs.{name} is a best_worst rule; {method!r} picks its chosen answers its own way")
     rng = random.Random(seed)
@@ -110,6 +116,9 @@ def build_pairs(
             continue
         if majority_agrees and chosen_rejected[0][0][2] < max(t[2] for t in scored):
             stats.not_majority += 1
+            continue
+        if chosen_rejected[0][0][2] < min_vote_share * sum(t[2] for t in scored):
+            stats.low_vote_share += 1
             continue
         for best, worst in chosen_rejected:
             pairs.append(

@@ -94,6 +94,9 @@ def test_wrong_type_fails():
      "unique_best=false"),
     ("pairs.method=all_pairs pairs.majority_agrees=true", "pairs.majority_agrees=true with pairs.method=all_pairs; "
      "allowed: majority_agrees=false"),
+    ("pairs.method=random pairs.min_vote_share=0.5", "pairs.min_vote_share=0.5 with pairs.method=random; "
+     "allowed: min_vote_share=0"),
+    ("pairs.min_vote_share=2", "pairs.min_vote_share=2"),
 ])
 def test_bad_choices_fail_before_any_stage(override, message):
     with pytest.raises(SelfRewardError, match=re.escape(message)):

@@ -197,6 +197,26 @@ def test_majority_agrees_keeps_a_pair_only_when_the_chosen_answer_is_the_most_sa
         build_pairs([disagree], method="random", majority_agrees=True)
 
 
+def test_min_vote_share_keeps_a_pair_only_when_enough_samples_are_the_chosen_answer_by_hand():
+    # p: "a" is the pick and 2 of the 5 scored samples (0.4): kept at 0.4, dropped at 0.5.
+    # q: "c" is 3 of 4 scored samples (0.75): kept at 0.5; the unscored copy of "d" is no sample.
+    few = group("p", ["a", "b", "a", "e", "f"], [5.0, 1.0, 5.0, 2.0, 3.0])
+    many = group("q", ["c", "d", "c", "c", "d"], [4.0, 1.0, 4.0, 4.0, None])
+    pairs, stats = build_pairs([few, many], min_vote_share=0.5)
+    assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [("q", "c", "d")]
+    assert (stats.low_vote_share, stats.pairs) == (1, 1) and stats.as_dict()["low_vote_share"] == 1
+    pairs, stats = build_pairs([few, many], min_vote_share=0.4)
+    assert [p["chosen"] for p in pairs] == ["a", "c"] and stats.low_vote_share == 0
+    # With majority_agrees a prompt it drops is counted there, not twice.
+    pairs, stats = build_pairs([group("r", ["x", "y", "y"], [5.0, 1.0, 1.0])], majority_agrees=True,
+                               min_vote_share=0.5)
+    assert pairs == [] and (stats.not_majority, stats.low_vote_share) == (1, 0)
+    with pytest.raises(ValueError, match="min_vote_share is a best_worst rule"):
+        build_pairs([few], method="all_pairs", min_vote_share=0.5)
+    with pytest.raises(ValueError, match=r"min_vote_share must be in \[0, 1\], got 1.5"):
+        build_pairs([few], min_vote_share=1.5)
+
+
 def test_frequent_tie_break_is_a_best_worst_rule():
     with pytest.raises(ValueError, match="tie_break"):
         build_pairs([group("p", ["a", "b"], [1.0, 0.0])], tie_break="longest")

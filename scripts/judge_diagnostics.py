@@ -24,7 +24,7 @@ import statistics
 from pathlib import Path
 
 from selfreward.data.builtin import CHECKS, is_correct, parse_prompt, rubric_checks
-from selfreward.pairs import build_pairs
+from selfreward.pairs import build_pairs, judged_groups
 from selfreward.rundir import read_jsonl
 
 
@@ -55,14 +55,8 @@ def vote_split(folder: Path, tie_break: str = "frequent") -> dict[str, list[int]
     has as many copies as the majority answer: what ``pairs.majority_agrees`` keeps) and
     ``disagree, majority scored S`` (S rounded to the nearest point). Prompts without a pair, or
     that are not the world's tasks, are left out."""
-    groups: dict[str, dict] = {}
-    for row in read_jsonl(folder / "judgments.jsonl"):
-        g = groups.setdefault(row["prompt"], {"prompt": row["prompt"], "responses": [], "scores": [], "finished": []})
-        g["responses"].append(row["response"])
-        g["scores"].append(row["score"])
-        g["finished"].append(row.get("finished", True))
     split = collections.defaultdict(lambda: [0, 0, 0])
-    for g in groups.values():
+    for g in judged_groups(read_jsonl(folder / "judgments.jsonl")).values():
         if parse_prompt(g["prompt"]) is None:
             continue
         pairs, _ = build_pairs([g], tie_break=tie_break)

@@ -63,7 +63,7 @@ from selfreward.evaluation import (
 from selfreward.generation import Engine, Sampling, check_model_path, close_engine, finished, load_engine
 from selfreward.judge import judge, judge_message
 from selfreward.meta_judge import write_judge_pairs
-from selfreward.pairs import build_pairs
+from selfreward.pairs import build_pairs, judged_groups
 from selfreward.reward_shaping import shape
 from selfreward.rewards import Context, as_row, score_groups
 from selfreward.prompts import filter_prompts, load_template, sample_shots, self_instruct_prompt
@@ -317,15 +317,8 @@ def write_judgments(ctx: Context, cfg, *, out: Path) -> dict:
 
 def write_pairs(cfg, *, seed: int, out: Path, model: int, oracle: Oracle | None = None) -> dict:
     """Preference pairs from the judged candidates; an iteration without pairs stops the run."""
-    groups: dict[str, dict] = {}
     judged = read_jsonl(out / "judgments.jsonl")
-    for row in judged:
-        g = groups.setdefault(row["prompt"], {"prompt": row["prompt"], "responses": [], "scores": [], "judgments": [],
-                                              "finished": []})
-        g["responses"].append(row["response"])
-        g["scores"].append(row["score"])
-        g["judgments"].append(row["judgments"])
-        g["finished"].append(row.get("finished", True))
+    groups = judged_groups(judged)
     pairs, stats = build_pairs(list(groups.values()), method=cfg.pairs.method, min_margin=cfg.pairs.min_margin,
                                rho=cfg.pairs.rho, seed=seed, allow_truncated=cfg.pairs.allow_truncated,
                                tie_break=cfg.pairs.tie_break, unique_best=cfg.pairs.unique_best,

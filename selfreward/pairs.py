@@ -33,6 +33,20 @@ class PairStats:
         return {**asdict(self), "tie_rate": self.tie_rate}
 
 
+def judged_groups(judged: list[dict]) -> dict[str, dict]:
+    """The judgments stage's rows (one per sampled candidate) as :func:`build_pairs`'s groups, by
+    prompt: ``{"prompt", "responses", "scores", "judgments", "finished"}`` in sampling order."""
+    groups: dict[str, dict] = {}
+    for row in judged:
+        g = groups.setdefault(row["prompt"], {"prompt": row["prompt"], "responses": [], "scores": [], "judgments": [],
+                                              "finished": []})
+        g["responses"].append(row["response"])
+        g["scores"].append(row["score"])
+        g["judgments"].append(row["judgments"])
+        g["finished"].append(row.get("finished", True))
+    return groups
+
+
 METHODS = ("best_worst", "all_pairs", "length_control", "random")
 TIE_BREAKS = ("first", "frequent")
 

@@ -49,7 +49,7 @@ def test_choice_rates_by_hand(tmp_path, diagnostics):
 def test_vote_split_by_hand(tmp_path, diagnostics):
     # One row per sample, as the loop writes judgments.jsonl.
     def rows(prompt, samples):
-        return [{"prompt": prompt, "response": r, "score": s} for r, s in samples]
+        return [{"prompt": prompt, "response": r, "score": s, "judgments": []} for r, s in samples]
 
     _write(tmp_path, "judgments.jsonl",
            # sort: 3 1 2 -> "1 2 3". The wrong "1 2 2" is sampled three times and scored 2; the judge picks

@@ -156,6 +156,10 @@ class PairsConfig:
     # best_worst only: keep a prompt's pair only when its chosen answer is at least this share of
     # the prompt's scored candidates (how sure the policy's own vote is; 0: off).
     min_vote_share: float = 0.0
+    # With majority_agrees: keep a prompt whose chosen answer is not the most sampled one after all
+    # when the judge scores the most sampled answer below this value, as the pair (the judge's
+    # pick, the majority answer): the judge overrules a majority it finds wrong (0: off).
+    overrule_majority_below: float = 0.0
     # A candidate cut at generation.max_new_tokens (finished: false) is left out of the pairs
     # unless this is true: a truncated answer is neither a fair winner nor a fair loser.
     allow_truncated: bool = False
@@ -449,6 +453,7 @@ RANGES = {
     "pairs.min_margin": _NOT_NEGATIVE,
     "pairs.rho": _rule(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "pairs.min_vote_share": _rule(lambda v: 0 <= v <= 1, "a number in [0, 1] (0: off)"),
+    "pairs.overrule_majority_below": _rule(lambda v: v >= 0, "a number >= 0 (0: off)"),
     **_trainer_ranges("training.sft"),
     **_trainer_ranges("training.dpo"),
     **_trainer_ranges("training.sft_best"),
@@ -550,6 +555,10 @@ def _check_rules(cfg) -> None:
     if cfg.pairs.min_vote_share and cfg.pairs.method != "best_worst":
         raise ConfigError(f"invalid config: pairs.min_vote_share={cfg.pairs.min_vote_share} with pairs.method="
                           f"{cfg.pairs.method}; allowed: min_vote_share=0 (only best_worst has this rule)")
+    if cfg.pairs.overrule_majority_below and not cfg.pairs.majority_agrees:
+        raise ConfigError(f"invalid config: pairs.overrule_majority_below={cfg.pairs.overrule_majority_below} with "
+                          f"pairs.majority_agrees=false; allowed: overrule_majority_below=0, or majority_agrees=true "
+                          f"(it is an exception to that rule)")
     if cfg.prompts.min_chars > cfg.prompts.max_chars:
         raise ConfigError(f"invalid config: prompts.min_chars={cfg.prompts.min_chars}, prompts.max_chars="
                           f"{cfg.prompts.max_chars}; allowed: min_chars <= max_chars")

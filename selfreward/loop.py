@@ -323,7 +323,8 @@ def write_pairs(cfg, *, seed: int, out: Path, model: int, oracle: Oracle | None 
                                rho=cfg.pairs.rho, seed=seed, allow_truncated=cfg.pairs.allow_truncated,
                                tie_break=cfg.pairs.tie_break, unique_best=cfg.pairs.unique_best,
                                majority_agrees=cfg.pairs.majority_agrees,
-                               min_vote_share=cfg.pairs.min_vote_share)
+                               min_vote_share=cfg.pairs.min_vote_share,
+                               overrule_majority_below=cfg.pairs.overrule_majority_below)
     if not pairs:
         raise SelfRewardError(
             f"iteration {model - 1} made no preference pairs from {stats.prompts} prompts "

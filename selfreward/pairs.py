@@ -22,6 +22,7 @@ class PairStats:
     shared_best: int = 0  # dropped by unique_best: several distinct answers share the top score
     not_majority: int = 0  # dropped by majority_agrees: the chosen answer is not the most sampled one
     low_vote_share: int = 0  # dropped by min_vote_share: too few of the scored candidates are the chosen answer
+    overruled: int = 0  # kept by overrule_majority_below: the judge's pick against a majority it scores low
 
     @property
     def tie_rate(self) -> float:
@@ -54,7 +55,7 @@ TIE_BREAKS = ("first", "frequent")
 def build_pairs(
     groups: list[dict], *, method: str = "best_worst", min_margin: float = 0.0, rho: float = 0.0, seed: int = 0,
     allow_truncated: bool = False, tie_break: str = "first", unique_best: bool = False,
-    majority_agrees: bool = False, min_vote_share: float = 0.0,
+    majority_agrees: bool = False, min_vote_share: float = 0.0, overrule_majority_below: float = 0.0,
 ) -> tuple[list[dict], PairStats]:
     """Turn judged candidates into pairs.
 
@@ -80,7 +81,12 @@ def build_pairs(
       least as often as any other scored answer (``not_majority``): the judge and the policy's own
       vote agree (self-consistency, as in Wang et al. 2022). On the built-in world the judge's pick
       is right 0.76-0.92 of the time where they agree and about half the time where they differ
-      (docs/results.md, "The judge agrees with the vote"). With ``min_vote_share``, a prompt
+      (docs/results.md, "The judge agrees with the vote"). With ``overrule_majority_below`` (> 0,
+      with ``majority_agrees``), such a prompt is kept after all when the most sampled answer's
+      score is below that value: the judge rejects the majority rather than doubts its own pick,
+      and the pair is the judge's pick against the majority answer (not the lowest-scored one),
+      so that DPO pushes down the answer the policy gives most (``overruled``; among equally
+      frequent answers, the lowest-scored, then the first). With ``min_vote_share``, a prompt
       gives a pair only when at least that share of its scored candidates (copies counted) are
       its chosen answer (``low_vote_share``): the vote is sure as well as on the judge's side.
     - ``all_pairs``: every two distinct answers whose scores differ by more than ``min_margin``,
@@ -101,6 +107,11 @@ def build_pairs(
         raise ValueError(f"pairs.tie_break={tie_break!r} is a best_worst rule; {method!r} breaks its own ties")
     if not 0 <= min_vote_share <= 1:
         raise ValueError(f"pairs.min_vote_share must be in [0, 1], got {min_vote_share}")
+    if overrule_majority_below < 0:
+        raise ValueError(f"pairs.overrule_majority_below must be >= 0 (0: off), got {overrule_majority_below}")
+    if overrule_majority_below and not majority_agrees:
+        raise ValueError("pairs.overrule_majority_below is an exception to pairs.majority_agrees; "
+                         "set majority_agrees=true with it")
     for name, on in (("unique_best", unique_best), ("majority_agrees", majority_agrees),
                      ("min_vote_share", min_vote_share > 0)):
         if on and method != "best_worst":
@@ -128,12 +139,22 @@ def build_pairs(
         if not chosen_rejected:
             stats.ties += 1
             continue
-        if majority_agrees and chosen_rejected[0][0][2] < max(t[2] for t in scored):
-            stats.not_majority += 1
-            continue
+        most, overruled = max(t[2] for t in scored), False
+        if majority_agrees and chosen_rejected[0][0][2] < most:
+            majority = min((t for t in scored if t[2] == most), key=lambda t: (t[0], t[1]))
+            if majority[0] >= overrule_majority_below:
+                stats.not_majority += 1
+                continue
+            # The judge's pick is never the majority here (it has fewer copies), and it scores at
+            # least as high; a tie in score leaves nothing to learn.
+            if chosen_rejected[0][0][0] - majority[0] <= min_margin:
+                stats.ties += 1
+                continue
+            chosen_rejected, overruled = [(chosen_rejected[0][0], majority)], True
         if chosen_rejected[0][0][2] < min_vote_share * sum(t[2] for t in scored):
             stats.low_vote_share += 1
             continue
+        stats.overruled += overruled
         for best, worst in chosen_rejected:
             pairs.append(
                 {

@@ -97,6 +97,8 @@ def test_wrong_type_fails():
     ("pairs.method=random pairs.min_vote_share=0.5", "pairs.min_vote_share=0.5 with pairs.method=random; "
      "allowed: min_vote_share=0"),
     ("pairs.min_vote_share=2", "pairs.min_vote_share=2"),
+    ("pairs.overrule_majority_below=-1", "pairs.overrule_majority_below=-1"),
+    ("pairs.overrule_majority_below=3", "pairs.overrule_majority_below=3.0 with pairs.majority_agrees=false"),
 ])
 def test_bad_choices_fail_before_any_stage(override, message):
     with pytest.raises(SelfRewardError, match=re.escape(message)):

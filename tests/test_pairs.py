@@ -197,6 +197,33 @@ def test_majority_agrees_keeps_a_pair_only_when_the_chosen_answer_is_the_most_sa
         build_pairs([disagree], method="random", majority_agrees=True)
 
 
+def test_overrule_majority_below_pairs_the_judges_pick_against_a_majority_it_scores_low_by_hand():
+    # p: the pick "a" (5) against "b", sampled three times and scored 2 (< 3): a vs b, though
+    #    "w" (1) is the lowest-scored answer.
+    # q: the majority "d" scores 3 (not < 3): dropped as before.
+    # r: "x" and "y" are both the most sampled (twice each), scored 2 and 1: the lower one is rejected.
+    # s: the pick "e" and the majority "f" both score 2 under tie_break=first: a tie, no pair.
+    low = group("p", ["a", "b", "b", "w", "b"], [5.0, 2.0, 2.0, 1.0, 2.0])
+    passed = group("q", ["c", "d", "d"], [5.0, 3.0, 3.0])
+    shared = group("r", ["x", "y", "x", "y", "z"], [2.0, 1.0, 2.0, 1.0, 4.0])
+    level = group("s", ["e", "f", "f"], [2.0, 2.0, 2.0])
+    pairs, stats = build_pairs([low, passed, shared, level], majority_agrees=True, overrule_majority_below=3.0)
+    assert [(p["prompt"], p["chosen"], p["rejected"], p["margin"]) for p in pairs] == [
+        ("p", "a", "b", 3.0), ("r", "z", "y", 3.0)]
+    assert (stats.overruled, stats.not_majority, stats.ties, stats.pairs) == (2, 1, 1, 2)
+    # Off (0, the default), majority_agrees drops all four.
+    pairs, stats = build_pairs([low, passed, shared, level], majority_agrees=True)
+    assert pairs == [] and (stats.not_majority, stats.ties, stats.overruled) == (3, 1, 0)
+    # An agreeing prompt keeps its best-vs-worst pair, whatever the threshold.
+    (pair,), stats = build_pairs([group("t", ["g", "h", "g"], [2.0, 1.0, 2.0])], majority_agrees=True,
+                                 overrule_majority_below=5.0)
+    assert (pair["chosen"], pair["rejected"], stats.overruled) == ("g", "h", 0)
+    with pytest.raises(ValueError, match="exception to pairs.majority_agrees"):
+        build_pairs([low], overrule_majority_below=3.0)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        build_pairs([low], majority_agrees=True, overrule_majority_below=-1.0)
+
+
 def test_min_vote_share_keeps_a_pair_only_when_enough_samples_are_the_chosen_answer_by_hand():
     # p: "a" is the pick and 2 of the 5 scored samples (0.4): kept at 0.4, dropped at 0.5.
     # q: "c" is 3 of 4 scored samples (0.75): kept at 0.5; the unscored copy of "d" is no sample.

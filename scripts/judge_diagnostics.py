@@ -13,7 +13,10 @@ preference pairs (the loop's own ``pairs.jsonl``, so whatever pair rule the run 
 * over every prompt that could give a best-vs-worst pair (before ``pairs.majority_agrees`` or
   any other filter), whether the judge's pick is also the policy's most sampled answer, and
   where it is not, how often each of the two is right, by the score the judge gave the
-  majority answer (``--tie-break`` should be the run's ``pairs.tie_break``).
+  majority answer (``--tie-break`` should be the run's ``pairs.tie_break``);
+* per run, the loop's pairs whose rejected answer is the prompt's most sampled one and whose
+  chosen answer is not (with ``pairs.overrule_majority_below`` and ``majority_agrees``, exactly
+  the overruled pairs): how often each side is right, and how often both are equally right.
 """
 
 from __future__ import annotations
@@ -78,6 +81,29 @@ def vote_split(folder: Path, tie_break: str = "frequent") -> dict[str, list[int]
     return dict(split)
 
 
+def against_majority(folder: Path) -> list[int]:
+    """[pairs, chosen right, rejected right, both equally right] over the loop's pairs (``pairs.jsonl``)
+    whose rejected answer has the most scored copies among the prompt's finished candidates
+    (``judgments.jsonl``) and whose chosen answer has fewer; prompts that are not the world's tasks
+    are left out."""
+    groups = judged_groups(read_jsonl(folder / "judgments.jsonl"))
+    counts = [0, 0, 0, 0]
+    for pair in read_jsonl(folder / "pairs.jsonl"):
+        g = groups[pair["prompt"]]
+        if parse_prompt(g["prompt"]) is None:
+            continue
+        copies = collections.Counter(t.strip() for t, score, done in zip(g["responses"], g["scores"], g["finished"],
+                                                                          strict=True) if score is not None and done)
+        most = max(copies.values())
+        if copies[pair["rejected"].strip()] == most > copies[pair["chosen"].strip()]:
+            chosen, rejected = is_correct(g["prompt"], pair["chosen"]), is_correct(g["prompt"], pair["rejected"])
+            counts[0] += 1
+            counts[1] += chosen
+            counts[2] += rejected
+            counts[3] += chosen == rejected
+    return counts
+
+
 def check_accuracy(path: Path) -> dict[tuple[str, str], float]:
     """(task, check) -> share of the judge's verdicts that agree with the oracle's."""
     hits = collections.defaultdict(lambda: [0, 0])
@@ -131,6 +157,12 @@ def main() -> None:
     for key in sorted(pooled, key=lambda k: (k != "agree", k)):
         n, pick, majority = pooled[key]
         print(f"  {key:30s} {n:6d}  {pick / n:.2f}  {majority / n:.2f}")
+    print("\nThe loop's pairs that reject the most sampled answer for a less sampled one (per run): "
+          "pairs, chosen right, rejected right, both equally right")
+    for run in args.runs:
+        n, chosen, rejected, level = against_majority(run / f"m{args.model}")
+        rates = f"{chosen / n:.3f}  {rejected / n:.3f}  {level / n:.3f}" if n else "-"
+        print(f"  {str(run):40s} {n:6d}  {rates}")
 
 
 if __name__ == "__main__":

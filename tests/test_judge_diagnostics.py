@@ -68,3 +68,23 @@ def test_vote_split_by_hand(tmp_path, diagnostics):
     assert split == {"agree": [1, 1, 1],
                      "disagree, majority scored 2": [1, 1, 0],
                      "disagree, majority scored 4": [1, 1, 0]}
+
+
+def test_against_majority_by_hand(tmp_path, diagnostics):
+    def rows(prompt, samples):
+        return [{"prompt": prompt, "response": r, "score": s, "judgments": []} for r, s in samples]
+
+    _write(tmp_path, "judgments.jsonl",
+           # sort: 3 1 2 -> "1 2 3". The wrong "1 2 2" three times (one copy unscored: still the most),
+           # the right "1 2 3" once: the pair rejects the majority, chosen right, rejected wrong.
+           rows("sort: 3 1 2", [("1 2 2", 2.0), ("1 2 3", 5.0), ("1 2 2", 2.0), ("1 2 2", None)])
+           # evens: 4 1 6 -> "4 6". The wrong "4" twice, the wrong "6" once, chosen: both wrong.
+           + rows("evens: 4 1 6", [("4", 1.0), ("6", 3.0), ("4", 1.0)])
+           # unique: 2 2 5 -> "2 5". The pair's chosen answer is the majority: not counted.
+           + rows("unique: 2 2 5", [("2 5", 5.0), ("2 5", 5.0), ("2 2 5", 1.0)]))
+    _write(tmp_path, "pairs.jsonl", [
+        {"prompt": "sort: 3 1 2", "chosen": "1 2 3", "rejected": "1 2 2"},
+        {"prompt": "evens: 4 1 6", "chosen": "6", "rejected": "4"},
+        {"prompt": "unique: 2 2 5", "chosen": "2 5", "rejected": "2 2 5"},
+    ])
+    assert diagnostics.against_majority(tmp_path) == [2, 1, 0, 1]

@@ -160,6 +160,8 @@ class PairsConfig:
     # when the judge scores the most sampled answer below this value, as the pair (the judge's
     # pick, the majority answer): the judge overrules a majority it finds wrong (0: off).
     overrule_majority_below: float = 0.0
+    # The last iteration (1 makes M2) in which overrule_majority_below applies; 0: every iteration.
+    overrule_until_iteration: int = 0
     # A candidate cut at generation.max_new_tokens (finished: false) is left out of the pairs
     # unless this is true: a truncated answer is neither a fair winner nor a fair loser.
     allow_truncated: bool = False
@@ -454,6 +456,7 @@ RANGES = {
     "pairs.rho": _rule(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "pairs.min_vote_share": _rule(lambda v: 0 <= v <= 1, "a number in [0, 1] (0: off)"),
     "pairs.overrule_majority_below": _rule(lambda v: v >= 0, "a number >= 0 (0: off)"),
+    "pairs.overrule_until_iteration": _int_at_least(0, " (0: every iteration)"),
     **_trainer_ranges("training.sft"),
     **_trainer_ranges("training.dpo"),
     **_trainer_ranges("training.sft_best"),

@@ -63,7 +63,7 @@ from selfreward.evaluation import (
 from selfreward.generation import Engine, Sampling, check_model_path, close_engine, finished, load_engine
 from selfreward.judge import judge, judge_message
 from selfreward.meta_judge import write_judge_pairs
-from selfreward.pairs import build_pairs, judged_groups
+from selfreward.pairs import build_pairs, judged_groups, overrule_threshold
 from selfreward.reward_shaping import shape
 from selfreward.rewards import Context, as_row, score_groups
 from selfreward.prompts import filter_prompts, load_template, sample_shots, self_instruct_prompt
@@ -324,7 +324,8 @@ def write_pairs(cfg, *, seed: int, out: Path, model: int, oracle: Oracle | None 
                                tie_break=cfg.pairs.tie_break, unique_best=cfg.pairs.unique_best,
                                majority_agrees=cfg.pairs.majority_agrees,
                                min_vote_share=cfg.pairs.min_vote_share,
-                               overrule_majority_below=cfg.pairs.overrule_majority_below)
+                               overrule_majority_below=overrule_threshold(
+                                   cfg.pairs.overrule_majority_below, cfg.pairs.overrule_until_iteration, model - 1))
     if not pairs:
         raise SelfRewardError(
             f"iteration {model - 1} made no preference pairs from {stats.prompts} prompts "

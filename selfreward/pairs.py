@@ -34,6 +34,15 @@ class PairStats:
         return {**asdict(self), "tie_rate": self.tie_rate}
 
 
+def overrule_threshold(overrule_majority_below: float, until_iteration: int, iteration: int) -> float:
+    """``build_pairs``'s ``overrule_majority_below`` for loop iteration ``iteration`` (1 makes M2):
+    the configured value up to ``until_iteration`` (``pairs.overrule_until_iteration``; 0: every
+    iteration), then 0 (off). After a round the judge is weaker and the policy's majority answer
+    right more often, so a low score on it is more often the judge's error (docs/results.md, "The
+    judge overrules a low-scored majority")."""
+    return overrule_majority_below if not until_iteration or iteration <= until_iteration else 0.0
+
+
 def judged_groups(judged: list[dict]) -> dict[str, dict]:
     """The judgments stage's rows (one per sampled candidate) as :func:`build_pairs`'s groups, by
     prompt: ``{"prompt", "responses", "scores", "judgments", "finished"}`` in sampling order."""

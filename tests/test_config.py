@@ -98,6 +98,7 @@ def test_wrong_type_fails():
      "allowed: min_vote_share=0"),
     ("pairs.min_vote_share=2", "pairs.min_vote_share=2"),
     ("pairs.overrule_majority_below=-1", "pairs.overrule_majority_below=-1"),
+    ("pairs.overrule_until_iteration=-1", "pairs.overrule_until_iteration=-1; allowed: an integer >= 0"),
     ("pairs.overrule_majority_below=3", "pairs.overrule_majority_below=3.0 with pairs.majority_agrees=false"),
 ])
 def test_bad_choices_fail_before_any_stage(override, message):

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from selfreward.pairs import build_pairs
+from selfreward.pairs import build_pairs, overrule_threshold
 
 
 def group(prompt, responses, scores):
@@ -222,6 +222,13 @@ def test_overrule_majority_below_pairs_the_judges_pick_against_a_majority_it_sco
         build_pairs([low], overrule_majority_below=3.0)
     with pytest.raises(ValueError, match="must be >= 0"):
         build_pairs([low], majority_agrees=True, overrule_majority_below=-1.0)
+
+
+def test_overrule_threshold_applies_up_to_its_last_iteration():
+    assert [overrule_threshold(3.0, 1, t) for t in (1, 2, 3)] == [3.0, 0.0, 0.0]
+    assert [overrule_threshold(3.0, 2, t) for t in (1, 2, 3)] == [3.0, 3.0, 0.0]
+    assert [overrule_threshold(3.0, 0, t) for t in (1, 2, 3)] == [3.0, 3.0, 3.0]
+    assert overrule_threshold(0.0, 0, 1) == 0.0
 
 
 def test_min_vote_share_keeps_a_pair_only_when_enough_samples_are_the_chosen_answer_by_hand():

@@ -44,6 +44,15 @@ def test_experiment_files_open_with_the_command_that_runs_them():
         assert lines[1].startswith("# selfreward ") and f"experiment={path.stem}" in lines[1], path
 
 
+def test_judge_overrule_builds_on_judge_trace():
+    cfg = _compose(["experiment=judge_overrule"])
+    assert cfg.experiment_name == "judge_overrule"
+    assert (cfg.data.world.judge_trace, cfg.pairs.majority_agrees, cfg.prompts.writer) == (True, True, "m1")
+    assert (cfg.data.world.n_eft, cfg.data.world.n_eft_own) == (1500, 4500)
+    assert (cfg.pairs.overrule_majority_below, cfg.pairs.overrule_until_iteration) == (3.0, 1)
+    validate(cfg)
+
+
 def test_an_experiment_file_overrides_the_main_config():
     cfg = _compose(["experiment=smoke"])
     assert cfg.experiment_name == "smoke" and cfg.model.hidden_size == 64

@@ -50,6 +50,16 @@ def choice_rates(folder: Path) -> dict[str, float]:
     return {k: v / n for k, v in totals.items()} | {"prompts": n}
 
 
+def _finished_scores(group: dict) -> dict[str, list[float]]:
+    """Stripped answer text -> its scored, finished copies' scores, in order of first appearance
+    (what ``build_pairs`` counts as one answer's votes)."""
+    scores = collections.defaultdict(list)
+    for text, score, done in zip(group["responses"], group["scores"], group["finished"], strict=True):
+        if score is not None and done:
+            scores[text.strip()].append(score)
+    return scores
+
+
 def vote_split(folder: Path, tie_break: str = "frequent") -> dict[str, list[int]]:
     """Group -> [prompts, judge's pick right, majority answer right], from ``judgments.jsonl``.
 
@@ -65,11 +75,8 @@ def vote_split(folder: Path, tie_break: str = "frequent") -> dict[str, list[int]
         pairs, _ = build_pairs([g], tie_break=tie_break)
         if not pairs:
             continue
-        copies, scores = collections.Counter(), collections.defaultdict(list)
-        for text, score, done in zip(g["responses"], g["scores"], g["finished"], strict=True):
-            if score is not None and done:
-                copies[text.strip()] += 1
-                scores[text.strip()].append(score)
+        scores = _finished_scores(g)
+        copies = collections.Counter({text: len(s) for text, s in scores.items()})
         majority = max(copies, key=copies.get)  # Counter keeps first-seen order: the first wins ties
         pick = pairs[0]["chosen"].strip()
         key = "agree" if copies[pick] >= copies[majority] else \
@@ -92,8 +99,7 @@ def against_majority(folder: Path) -> list[int]:
         g = groups[pair["prompt"]]
         if parse_prompt(g["prompt"]) is None:
             continue
-        copies = collections.Counter(t.strip() for t, score, done in zip(g["responses"], g["scores"], g["finished"],
-                                                                          strict=True) if score is not None and done)
+        copies = collections.Counter({text: len(s) for text, s in _finished_scores(g).items()})
         most = max(copies.values())
         if copies[pair["rejected"].strip()] == most > copies[pair["chosen"].strip()]:
             chosen, rejected = is_correct(g["prompt"], pair["chosen"]), is_correct(g["prompt"], pair["rejected"])

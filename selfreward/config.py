@@ -129,6 +129,11 @@ class JudgeConfig:
     # (one appended when it has none; selfreward.judge.score_prefix), instead of being dropped.
     # false: such a judgment is dropped (the paper).
     complete_score: bool = False
+    # mode=sample: a judgment that ended (its own end of turn) without a readable score is
+    # continued from where it stopped, the end of turn barred from its first new token, up to
+    # this many times, until a score reads (selfreward.judge.continue_unscored); before
+    # complete_score. 0: not continued (the paper).
+    continue_unscored: int = 0
 
 
 @dataclass
@@ -448,6 +453,7 @@ RANGES = {
     "judge.temperature": _TEMPERATURE,
     "judge.top_p": _TOP_P,
     "judge.max_new_tokens": _int_at_least(1),
+    "judge.continue_unscored": _int_at_least(0, " (0: off)"),
     "meta_judge.max_responses": _int_at_least(1),
     "meta_judge.max_new_tokens": _int_at_least(1),
     "reward_shaping.k": _int_at_least(1),
@@ -601,6 +607,9 @@ def _check_rules(cfg) -> None:
             raise ConfigError(f"invalid config: training.objective=rft with reward={other_scale[0]}; allowed: rft "
                               f"keeps candidates at judge.max_score, so it needs a reward on the judge's scale "
                               f"(self_judge, oracle, teacher, constitution)")
+    if cfg.judge.continue_unscored and cfg.judge.mode != "sample":
+        raise ConfigError(f"invalid config: judge.continue_unscored={cfg.judge.continue_unscored} with judge.mode="
+                          f"{cfg.judge.mode}; allowed: judge.mode=sample (mode=expected reads every score)")
     if cfg.meta_judge.enabled:
         target = str(OmegaConf.select(cfg, "reward._target_", default=""))
         if target != "selfreward.rewards.self_judge.score":

@@ -134,12 +134,16 @@ class ShardedEngine:
         mine = slices(len(items), world_size())[rank()]
         return mine, [items[i] for i in mine]
 
-    def generate(self, messages, sampling, *, n=1, seed=0, desc="generate"):
+    def generate(self, messages, sampling, *, n=1, seed=0, desc="generate", prefixes=None):
+        # Passed on only when given, so that an engine without prefixes keeps working.
+        extra = {} if prefixes is None else {"prefixes": prefixes}
         if not sharding():
-            return self.engine.generate(messages, sampling, n=n, seed=seed, desc=desc)
-        _, mine = self._split(list(messages))
+            return self.engine.generate(messages, sampling, n=n, seed=seed, desc=desc, **extra)
+        indices, mine = self._split(list(messages))
+        if prefixes is not None:
+            extra = {"prefixes": [prefixes[i] for i in indices]}
         out = self.engine.generate(mine, sampling, n=n, seed=shard_seed(seed, rank(), world_size()),
-                                   desc=f"{desc} [{rank() + 1}/{world_size()}]") if mine else []
+                                   desc=f"{desc} [{rank() + 1}/{world_size()}]", **extra) if mine else []
         return [row for part in gather(out) for row in part]
 
     def continuation_logprobs(self, messages, prefixes, continuations):

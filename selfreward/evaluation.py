@@ -104,6 +104,8 @@ def evaluate_judge(engine: Engine, data: SeedData, cfg, *, seed: int, out_dir: P
     result["parse_failure_rate"] = (sum(s is None for s in judgments) + sum(completed)) / len(judgments)
     if cfg.judge.complete_score:
         result["completed_scores"] = sum(completed)
+    if cfg.judge.continue_unscored:
+        result["continued_judgments"] = sum(c > 0 for r in records for c in r.get("judgment_continued", []))
     # Does the judge prefer longer answers among answers of equal gold quality?
     result["length_bias"] = metrics.length_bias([r["score"] for r in rows], [len(r["response"]) for r in rows],
                                                 [r["gold"] for r in rows])

@@ -29,6 +29,8 @@ class Sampling:
     temperature: float = 0.7
     top_p: float = 1.0
     max_new_tokens: int = 32
+    # The end of turn cannot come before this many new tokens (1: a continuation writes something).
+    min_new_tokens: int = 0
 
 
 class Completion(str):
@@ -50,10 +52,13 @@ def finished(text: str) -> bool:
 
 class Engine(Protocol):
     def generate(
-        self, messages: list[str], sampling: Sampling, *, n: int = 1, seed: int = 0, desc: str = "generate"
+        self, messages: list[str], sampling: Sampling, *, n: int = 1, seed: int = 0, desc: str = "generate",
+        prefixes: list[str] | None = None,
     ) -> list[list[str]]:
         """For each user message, ``n`` completions of the assistant turn (texts, special tokens
-        removed); a :class:`Completion` also tells whether it hit ``max_new_tokens``."""
+        removed); a :class:`Completion` also tells whether it hit ``max_new_tokens``. With
+        ``prefixes``, message i's assistant turn already starts with ``prefixes[i]`` and the texts
+        are what follows it."""
         ...
 
     def continuation_logprobs(
@@ -132,6 +137,17 @@ def load_model(path: str, *, dtype: str = "auto", device: str = "auto", attn_imp
 chat_prompt_ids = chat.prompt_ids
 
 
+def prompt_rows(tokenizer, messages: list[str], prefixes: list[str] | None = None) -> list[list[int]]:
+    """Each message's chat prompt ids, followed by its assistant prefix's ids where ``prefixes``
+    is given (the engines' ``generate(..., prefixes=...)``)."""
+    prompts = [chat.prompt_ids(tokenizer, m) for m in messages]
+    if prefixes is None:
+        return prompts
+    if len(prefixes) != len(messages):
+        raise ValueError(f"{len(prefixes)} prefixes for {len(messages)} messages")
+    return [p + tokenizer.encode(x, add_special_tokens=False) for p, x in zip(prompts, prefixes)]
+
+
 def continuation_tokens(tokenizer, messages: list[str], prefixes: list[str], continuations: list[str]):
     """For every (message, continuation) pair, ``(index, context ids, target ids)`` with
     ``index = message * len(continuations) + continuation``; pairs with an empty target are left
@@ -186,8 +202,8 @@ class HFEngine:
             yield idx, ids.to(self.device), mask.to(self.device)
 
     @torch.inference_mode()
-    def generate(self, messages, sampling, *, n=1, seed=0, desc="generate"):
-        prompts = [chat.prompt_ids(self.tokenizer, m) for m in messages]
+    def generate(self, messages, sampling, *, n=1, seed=0, desc="generate", prefixes=None):
+        prompts = prompt_rows(self.tokenizer, messages, prefixes)
         # Each of the n samples is its own row so that batches hold a fixed number of sequences.
         rows = [p for p in prompts for _ in range(n)]
         texts: list[str] = [""] * len(rows)
@@ -200,6 +216,8 @@ class HFEngine:
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.eos_token_ids,
         )
+        if sampling.min_new_tokens:
+            kwargs["min_new_tokens"] = sampling.min_new_tokens
         if greedy:
             # Unset the model's sampling defaults so transformers does not warn about them.
             kwargs.update(temperature=None, top_p=None, top_k=None)

@@ -11,7 +11,7 @@ import math
 import re
 import statistics
 
-from selfreward.generation import Engine, Sampling, finished
+from selfreward.generation import Completion, Engine, Sampling, finished
 from selfreward.prompts import fill
 
 # A judge may quote the response back; what is quoted must not decide the parse.
@@ -126,14 +126,44 @@ def expected_scores(engine: Engine, messages: list[str], judgments: list[str], m
     return records
 
 
+def continue_unscored(engine: Engine, messages: list[str], texts: list[str], responses: list[str], cfg, *,
+                      seed: int, desc: str = "continue judgments") -> tuple[list[str], list[int]]:
+    """Judgments that ended (the judge's own end of turn, not ``max_new_tokens``) without a
+    readable score, continued from where they stopped with the end of turn barred from the first
+    new token, up to ``cfg.continue_unscored`` times each, until a score reads. Returns the texts
+    (continued ones extended) and how many times each was continued.
+
+    Why: a judge that has drifted in training often ends its turn in the middle of its verdicts
+    (after ``length yes,``) or just before its ``Score:`` line; the paper drops such judgments,
+    which can leave most candidates unscored. Continuing lets the judge write the rest itself;
+    :func:`completed_scores` instead guesses the score from what was written.
+    """
+    texts = list(texts)
+    continued = [0] * len(texts)
+    sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, min_new_tokens=1)
+    for attempt in range(cfg.continue_unscored):
+        pending = [i for i, t in enumerate(texts)
+                   if finished(t) and parse_score(t, cfg.min_score, cfg.max_score, responses[i]) is None]
+        if not pending:
+            break
+        outputs = engine.generate([messages[i] for i in pending], sampling, seed=seed + attempt + 1,
+                                  desc=desc, prefixes=[str(texts[i]) for i in pending])
+        for i, (more,) in zip(pending, outputs):
+            texts[i] = Completion(str(texts[i]) + str(more), finished(more))
+            continued[i] += 1
+    return texts, continued
+
+
 def judge(engine: Engine, template: str, items: list[tuple[str, str]], cfg, *, repeats: int | None = None,
           seed: int, desc: str = "judge") -> list[dict]:
     """Judge each (prompt, response) with the settings of ``cfg`` (a ``JudgeConfig``).
 
     ``cfg.mode == "sample"``: ``repeats`` (default ``cfg.repeats``) sampled judgments each; the
     record holds the raw texts, their parsed scores (``None`` where one did not parse) and
-    :func:`summarise`'s mean and spread. With ``cfg.complete_score`` a judgment that parsed to
-    nothing gets :func:`completed_scores`' score instead (``score_completed`` marks which).
+    :func:`summarise`'s mean and spread. With ``cfg.continue_unscored`` a judgment that ended
+    without a readable score is first continued (:func:`continue_unscored`; ``judgment_continued``
+    counts how often). With ``cfg.complete_score`` a judgment that still parsed to nothing gets
+    :func:`completed_scores`' score instead (``score_completed`` marks which).
     ``cfg.mode == "expected"``: one greedy judgment each, scored by :func:`expected_scores`.
     """
     repeats = cfg.repeats if repeats is None else repeats
@@ -150,6 +180,13 @@ def judge(engine: Engine, template: str, items: list[tuple[str, str]], cfg, *, r
         raise ValueError(f"judge.repeats must be at least 1, got {repeats}")
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     outputs = engine.generate(messages, sampling, n=repeats, seed=seed, desc=desc)
+    continued = None
+    if cfg.continue_unscored:
+        flat, continued = continue_unscored(
+            engine, [m for m in messages for _ in range(repeats)], [t for texts in outputs for t in texts],
+            [r for _, r in items for _ in range(repeats)], cfg, seed=seed, desc=f"{desc}: continue")
+        outputs = [flat[i * repeats : (i + 1) * repeats] for i in range(len(messages))]
+        continued = [continued[i * repeats : (i + 1) * repeats] for i in range(len(messages))]
     scores = [[parse_score(t, cfg.min_score, cfg.max_score, response) for t in texts]
               for (_, response), texts in zip(items, outputs)]
     unread = [(i, k) for i, row in enumerate(scores) for k, s in enumerate(row) if s is None]
@@ -164,6 +201,8 @@ def judge(engine: Engine, template: str, items: list[tuple[str, str]], cfg, *, r
         # judgment_finished: false marks a judgment cut at judge.max_new_tokens.
         record = {"judgments": texts, "judgment_finished": [finished(t) for t in texts], "scores": scores[i],
                   **summarise(scores[i])}
+        if continued is not None:  # how many times each judgment was continued
+            record["judgment_continued"] = continued[i]
         if cfg.complete_score:  # which scores were completed (not read from the judgment's text)
             record["score_completed"] = [(i, k) in unread_at for k in range(len(texts))]
         records.append(record)

@@ -292,6 +292,8 @@ def write_judgments(ctx: Context, cfg, *, out: Path) -> dict:
     # judge.complete_score's scores count as parse failures here, so that runs with and without compare.
     completed = sum(c for s in distinct.values() for c in s.details.get("score_completed", []))
     cut = [not d for s in distinct.values() for d in s.details.get("judgment_finished", [])]
+    # judge.continue_unscored: judgments continued at least once (their scores, if any, are the judge's own).
+    continued = sum(c > 0 for s in distinct.values() for c in s.details.get("judgment_continued", []))
     # The source's own scores (before any shaping), so that runs with and without shaping compare.
     raw = [s.details.get("raw_score", s.score) for s in distinct.values()]
     values = [v for v in raw if v is not None]
@@ -307,6 +309,7 @@ def write_judgments(ctx: Context, cfg, *, out: Path) -> dict:
         # None for a reward without judgments (oracle, likelihood, ...): nothing could fail to parse.
         "parse_failure_rate": unread / len(judgments) if judgments else None,
         **({"completed_scores": completed} if cfg.judge.complete_score else {}),
+        **({"continued_judgments": continued} if cfg.judge.continue_unscored else {}),
         # With a judge, the mean of its parsed judgments (as before the reward interface, so that
         # runs compare); without one, the mean of the candidates' scores.
         "mean_score": (sum(parsed) / len(parsed) if parsed else None) if judgments else
@@ -931,6 +934,8 @@ def _iteration_counts(info: dict) -> dict:
     counts.update({k: v for k, v in info.get("judge_pairs", {}).items() if k.startswith("meta_judge/")})
     if "completed_scores" in info["judgments"]:  # judge.complete_score
         counts["self_judge/completed_scores"] = info["judgments"]["completed_scores"]
+    if "continued_judgments" in info["judgments"]:  # judge.continue_unscored
+        counts["self_judge/continued_judgments"] = info["judgments"]["continued_judgments"]
     if "valid_rate" in info["prompts"]:
         counts["prompts/valid_rate"] = info["prompts"]["valid_rate"]
     return counts

@@ -102,18 +102,19 @@ class VLLMEngine:
 
     # --- Engine protocol ----------------------------------------------------------------------
 
-    def generate(self, messages, sampling, *, n=1, seed=0, desc="generate"):
+    def generate(self, messages, sampling, *, n=1, seed=0, desc="generate", prefixes=None):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        from selfreward import chat
+        from selfreward.generation import prompt_rows
 
         if not messages:
             return []
-        prompts = [TokensPrompt(prompt_token_ids=chat.prompt_ids(self.tokenizer, m)) for m in messages]
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_rows(self.tokenizer, messages, prefixes)]
         greedy = sampling.temperature <= 0
         common = dict(
             max_tokens=sampling.max_new_tokens,
+            min_tokens=sampling.min_new_tokens,
             stop_token_ids=list(self.eos_token_ids),
             detokenize=False,  # decoded below with the project's tokenizer, as the HF engine does
             skip_special_tokens=True,

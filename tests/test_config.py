@@ -109,6 +109,9 @@ def test_wrong_type_fails():
     ("pairs.overrule_majority_below=-1", "pairs.overrule_majority_below=-1"),
     ("pairs.overrule_until_iteration=-1", "pairs.overrule_until_iteration=-1; allowed: an integer >= 0"),
     ("pairs.overrule_majority_below=3", "pairs.overrule_majority_below=3.0 with pairs.majority_agrees=false"),
+    ("judge.continue_unscored=-1", "judge.continue_unscored=-1; allowed: an integer >= 0 (0: off)"),
+    ("judge=expected judge.continue_unscored=2", "judge.continue_unscored=2 with judge.mode=expected; "
+     "allowed: judge.mode=sample"),
 ])
 def test_bad_choices_fail_before_any_stage(override, message):
     with pytest.raises(SelfRewardError, match=re.escape(message)):

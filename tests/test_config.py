@@ -50,6 +50,7 @@ def test_judge_overrule_builds_on_judge_trace():
     assert (cfg.data.world.judge_trace, cfg.pairs.majority_agrees, cfg.prompts.writer) == (True, True, "m1")
     assert (cfg.data.world.n_eft, cfg.data.world.n_eft_own) == (1500, 4500)
     assert (cfg.pairs.overrule_majority_below, cfg.pairs.overrule_until_iteration) == (3.0, 1)
+    assert cfg.judge.continue_unscored == 4 and cfg.judge.max_new_tokens == 128
     validate(cfg)
 
 

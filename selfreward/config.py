@@ -167,6 +167,9 @@ class PairsConfig:
     overrule_majority_below: float = 0.0
     # The last iteration (1 makes M2) in which overrule_majority_below applies; 0: every iteration.
     overrule_until_iteration: int = 0
+    # An answer whose mean score is below this takes no part in the pairs (neither chosen nor
+    # rejected, nor counted in the vote); null: every scored answer does (the paper).
+    min_score: float | None = None
     # A candidate cut at generation.max_new_tokens (finished: false) is left out of the pairs
     # unless this is true: a truncated answer is neither a fair winner nor a fair loser.
     allow_truncated: bool = False

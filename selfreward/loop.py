@@ -328,7 +328,8 @@ def write_pairs(cfg, *, seed: int, out: Path, model: int, oracle: Oracle | None 
                                majority_agrees=cfg.pairs.majority_agrees,
                                min_vote_share=cfg.pairs.min_vote_share,
                                overrule_majority_below=overrule_threshold(
-                                   cfg.pairs.overrule_majority_below, cfg.pairs.overrule_until_iteration, model - 1))
+                                   cfg.pairs.overrule_majority_below, cfg.pairs.overrule_until_iteration, model - 1),
+                               min_score=cfg.pairs.min_score)
     if not pairs:
         raise SelfRewardError(
             f"iteration {model - 1} made no preference pairs from {stats.prompts} prompts "
@@ -338,6 +339,8 @@ def write_pairs(cfg, *, seed: int, out: Path, model: int, oracle: Oracle | None 
                if cfg.pairs.majority_agrees else "")
             + (f"{stats.low_vote_share} whose chosen answer is under {cfg.pairs.min_vote_share} of the scored "
                f"candidates (pairs.min_vote_share), " if cfg.pairs.min_vote_share else "")
+            + (f"{stats.below_min_score} answers scored below pairs.min_score={cfg.pairs.min_score} left out, "
+               if cfg.pairs.min_score is not None else "")
             + f"{stats.too_few_scored} with fewer than 2 distinct scored candidates, "
             f"{stats.truncated} candidates cut at generation.max_new_tokens left out); "
             f"see {out / 'judgments.jsonl'}"

@@ -23,6 +23,7 @@ class PairStats:
     not_majority: int = 0  # dropped by majority_agrees: the chosen answer is not the most sampled one
     low_vote_share: int = 0  # dropped by min_vote_share: too few of the scored candidates are the chosen answer
     overruled: int = 0  # kept by overrule_majority_below: the judge's pick against a majority it scores low
+    below_min_score: int = 0  # distinct answers left out of the pairs by min_score
 
     @property
     def tie_rate(self) -> float:
@@ -65,6 +66,7 @@ def build_pairs(
     groups: list[dict], *, method: str = "best_worst", min_margin: float = 0.0, rho: float = 0.0, seed: int = 0,
     allow_truncated: bool = False, tie_break: str = "first", unique_best: bool = False,
     majority_agrees: bool = False, min_vote_share: float = 0.0, overrule_majority_below: float = 0.0,
+    min_score: float | None = None,
 ) -> tuple[list[dict], PairStats]:
     """Turn judged candidates into pairs.
 
@@ -74,7 +76,12 @@ def build_pairs(
 
     Candidates with the same text (after stripping whitespace) are one answer: their scores are
     averaged, so judge noise on identical samples can never make an answer both chosen and
-    rejected. A prompt gives no pair when fewer than two distinct answers have a score
+    rejected. With ``min_score``, an answer whose mean score is below it takes no part in the
+    pairs (``below_min_score``): it is neither chosen nor rejected, nor counted in the vote
+    below. DPO lowers the likelihood of every token of a rejected answer, and the built-in
+    model's lowest-scored answers are often the judge's own words (``"3 6 length no,6 9"``):
+    pushing them down teaches the judge to end its turn in the middle of its verdicts
+    (docs/results.md, "Rejected answers that hold the judge's words"). A prompt gives no pair when fewer than two distinct answers have a score
     (``too_few_scored``) or, for the rules with a margin, when no two differ by more than
     ``min_margin`` (``ties``; 0 drops exact ties). Then, per prompt:
 
@@ -137,6 +144,10 @@ def build_pairs(
                     scores[i] = None
                     stats.truncated += 1
         scored = _distinct_scored(group["responses"], scores)
+        if min_score is not None:
+            kept = [t for t in scored if t[0] >= min_score]
+            stats.below_min_score += len(scored) - len(kept)
+            scored = kept
         if len(scored) < 2:
             stats.too_few_scored += 1
             continue

@@ -256,3 +256,19 @@ def test_frequent_tie_break_is_a_best_worst_rule():
         build_pairs([group("p", ["a", "b"], [1.0, 0.0])], tie_break="longest")
     with pytest.raises(ValueError, match="best_worst"):
         build_pairs([group("p", ["a", "b"], [1.0, 0.0])], method="all_pairs", tie_break="frequent")
+
+
+def test_min_score_leaves_low_scored_answers_out_of_the_pairs_by_hand():
+    # p: "junk" (0) would be rejected; with min_score=1 the worst kept answer, "b" (2), is.
+    # q: only "c" reaches 1, so the prompt has too few scored answers left.
+    # r: "x" is sampled most but scores 0.5: left out, it no longer makes "y" a non-majority pick.
+    p = group("p", ["a", "junk", "b", "a"], [5.0, 0.0, 2.0, 5.0])
+    q = group("q", ["c", "d", "e"], [4.0, 0.0, 0.5])
+    r = group("r", ["x", "y", "x", "z"], [0.5, 5.0, 0.5, 1.0])
+    pairs, stats = build_pairs([p, q, r])
+    assert [(x["chosen"], x["rejected"]) for x in pairs] == [("a", "junk"), ("c", "d"), ("y", "x")]
+    assert stats.below_min_score == 0
+    pairs, stats = build_pairs([p, q, r], min_score=1.0, majority_agrees=True)
+    assert [(x["prompt"], x["chosen"], x["rejected"]) for x in pairs] == [("p", "a", "b"), ("r", "y", "z")]
+    assert (stats.below_min_score, stats.too_few_scored, stats.not_majority) == (4, 1, 0)
+    assert stats.as_dict()["below_min_score"] == 4

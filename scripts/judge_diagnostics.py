@@ -16,7 +16,10 @@ preference pairs (the loop's own ``pairs.jsonl``, so whatever pair rule the run 
   majority answer (``--tie-break`` should be the run's ``pairs.tie_break``);
 * per run, the loop's pairs whose rejected answer is the prompt's most sampled one and whose
   chosen answer is not (with ``pairs.overrule_majority_below`` and ``majority_agrees``, exactly
-  the overruled pairs): how often each side is right, and how often both are equally right.
+  the overruled pairs): how often each side is right, and how often both are equally right;
+* for a judge that writes a verification trace (``data.world.judge_trace``), M1's and M_t's
+  held-out judgments (``m{1,t}/eval_judge.jsonl``): how often each kind of lookup in the trace is
+  wrong, and how often the judge's ``items`` verdict departs from what its own trace says.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import collections
 import statistics
 from pathlib import Path
 
-from selfreward.data.builtin import CHECKS, is_correct, parse_prompt, rubric_checks
+from selfreward.data.builtin import CHECKS, is_correct, parse_prompt, rubric_checks, verification_trace
 from selfreward.pairs import build_pairs, judged_groups
 from selfreward.rundir import read_jsonl
 
@@ -132,6 +135,58 @@ def check_accuracy(path: Path) -> dict[tuple[str, str], float]:
     return {k: ok / total for k, (total, ok) in hits.items()}
 
 
+def _trace_tags(line: str, head: str) -> list[tuple[str, str]] | None:
+    """``"response 2 in, 3 out"`` -> [("2", "in"), ("3", "out")]; None if the line is not of that form."""
+    if not line.startswith(head + " "):
+        return None
+    tags = [part.split() for part in line[len(head) + 1:].split(",")]
+    return [(t[0], t[1]) for t in tags] if all(len(t) == 2 for t in tags) else None
+
+
+def trace_errors(path: Path) -> dict[str, list[int]]:
+    """Lookup errors in the verification traces of held-out judgments: key -> [count, wrong].
+
+    Only judgments with a readable score, of responses that have a trace (digits only). Keys:
+    ``"response <tag>"`` / ``"input <tag>"``, each true tag of a trace line whose digits the judge
+    copied in order (was the judge's tag the same?); ``"digits miscopied"``, per trace line (its
+    digits not the response's or the input's, in order, or the line unreadable); ``"trace"``, per
+    judgment (both lines exactly right?); ``"items verdict against own trace"``, per judgment whose
+    own trace reads (its ``items`` verdict is not what that trace implies: every response digit
+    ``in`` and no input digit ``missing``)."""
+    counts = collections.defaultdict(lambda: [0, 0])
+
+    def add(key: str, wrong: bool) -> None:
+        counts[key][0] += 1
+        counts[key][1] += wrong
+
+    for r in read_jsonl(path):
+        truth = verification_trace(r["prompt"], r["response"])
+        if truth is None or "\n" not in truth:
+            continue
+        true_lines = truth.split("\n")
+        for judgment, score in zip(r["judgments"], r["scores"], strict=True):
+            if score is None:
+                continue
+            lines = judgment.split("\n")
+            add("trace", lines[:2] != true_lines)
+            own = []
+            for k, head in enumerate(("response", "input")):
+                want = _trace_tags(true_lines[k], head)
+                got = _trace_tags(lines[k], head) if k < len(lines) else None
+                miscopied = got is None or [d for d, _ in got] != [d for d, _ in want]
+                add("digits miscopied", miscopied)
+                own.append(got)
+                if not miscopied:
+                    for (_, true_tag), (_, tag) in zip(want, got, strict=True):
+                        add(f"{head} {true_tag}", tag != true_tag)
+            verdict = next((ln for ln in lines if ln.startswith(CHECKS[0])), "")
+            said = dict(part.split() for part in verdict.split(",") if len(part.split()) == 2).get("items")
+            if None not in own and said in ("yes", "no"):
+                implied = all(t == "in" for _, t in own[0]) and all(t != "missing" for _, t in own[1])
+                add("items verdict against own trace", said != ("yes" if implied else "no"))
+    return dict(counts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
@@ -169,6 +224,20 @@ def main() -> None:
         n, chosen, rejected, level = against_majority(run / f"m{args.model}")
         rates = f"{chosen / n:.3f}  {rejected / n:.3f}  {level / n:.3f}" if n else "-"
         print(f"  {str(run):40s} {n:6d}  {rates}")
+    pooled_traces = []
+    for model in sorted({1, args.model}):
+        pooled_trace = collections.defaultdict(lambda: [0, 0])
+        for run in args.runs:
+            for key, (n, wrong) in trace_errors(run / f"m{model}" / "eval_judge.jsonl").items():
+                pooled_trace[key][0] += n
+                pooled_trace[key][1] += wrong
+        pooled_traces.append(pooled_trace)
+    if any(pooled_traces):
+        header = " | ".join(f"M{m}" for m in sorted({1, args.model}))
+        print(f"\nThe verification trace on the held-out set, share wrong (pooled over {len(args.runs)} runs; {header}):")
+        for key in sorted({k for p in pooled_traces for k in p}):
+            cells = [f"{p[key][1] / p[key][0]:.3f} ({p[key][0]})" if p.get(key) else "-" for p in pooled_traces]
+            print(f"  {key:34s} " + " | ".join(cells))
 
 
 if __name__ == "__main__":

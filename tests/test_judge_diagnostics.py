@@ -88,3 +88,30 @@ def test_against_majority_by_hand(tmp_path, diagnostics):
         {"prompt": "unique: 2 2 5", "chosen": "2 5", "rejected": "2 2 5"},
     ])
     assert diagnostics.against_majority(tmp_path) == [2, 1, 0, 1]
+
+
+def test_trace_errors_by_hand(tmp_path, diagnostics):
+    # sort: 4 2 2 7 with "2 3 4 7": true trace "response 2 in, 3 out, 4 in, 7 in" and
+    # "input 4 kept, 2 kept, 2 missing, 7 kept". Its first judgment misses the "out" and the
+    # "missing" (two of eight lookups) and says items yes, as its own trace implies; the second
+    # is right but says items yes against its own trace; the third has no score (left out).
+    # unique: 5 5 with "5": true trace "response 5 in" and "input 5 kept, 5 repeat"; its judgment
+    # copies the input digits wrong (one miscopied line, its lookups not counted) and, its own
+    # trace unreadable, is not checked against it. "sort: 1 2" with "x" has no trace: left out.
+    wrong = "response 2 in, 3 in, 4 in, 7 in\ninput 4 kept, 2 kept, 2 kept, 7 kept\n" \
+            "digits yes, length yes, items yes, order yes, exact yes\nScore: 5"
+    right = "response 2 in, 3 out, 4 in, 7 in\ninput 4 kept, 2 kept, 2 missing, 7 kept\n" \
+            "digits yes, length yes, items yes, order yes, exact no\nScore: 4"
+    _write(tmp_path, "eval_judge.jsonl", [
+        {"prompt": "sort: 4 2 2 7", "response": "2 3 4 7", "judgments": [wrong, right, "response 2"],
+         "scores": [5, 4, None]},
+        {"prompt": "unique: 5 5", "response": "5", "judgments": ["response 5 in\ninput 5 kept\nScore: 5"],
+         "scores": [5]},
+        {"prompt": "sort: 1 2", "response": "x", "judgments": ["response none\nScore: 0"], "scores": [0]},
+    ])
+    errors = diagnostics.trace_errors(tmp_path / "eval_judge.jsonl")
+    assert errors == {
+        "trace": [3, 2], "digits miscopied": [6, 1],
+        "response in": [7, 0], "response out": [2, 1], "input kept": [6, 0], "input missing": [2, 1],
+        "items verdict against own trace": [2, 1],
+    }

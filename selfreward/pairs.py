@@ -77,12 +77,11 @@ def build_pairs(
     Candidates with the same text (after stripping whitespace) are one answer: their scores are
     averaged, so judge noise on identical samples can never make an answer both chosen and
     rejected. With ``min_score``, an answer whose mean score is below it takes no part in the
-    pairs (``below_min_score``): it is neither chosen nor rejected, nor counted in the vote
-    below: DPO then never trains against a malformed answer, only against the worst one that
-    reached the floor. (On the built-in world the lowest-scored answers often hold the judge's
-    own words, ``"3 6 length no,6 9"``; leaving them out did not keep the judge from ending its
-    turn early and cost a little: docs/results.md, "Rejected answers that hold the judge's
-    words".) A prompt gives no pair when fewer than two distinct answers have a score
+    pairs (``below_min_score``), neither chosen nor rejected nor counted in the vote below, so
+    that DPO trains against the worst answer that reached the floor, never a malformed one. (On
+    the built-in world the lowest-scored answers often hold the judge's own words,
+    ``"3 6 length no,6 9"``; leaving them out neither kept the judge from ending its turn early
+    nor helped the answers: docs/results.md, "Rejected answers that hold the judge's words".) A prompt gives no pair when fewer than two distinct answers have a score
     (``too_few_scored``) or, for the rules with a margin, when no two differ by more than
     ``min_margin`` (``ties``; 0 drops exact ties). Then, per prompt:
 

@@ -146,7 +146,8 @@ def _trace_tags(line: str, head: str) -> list[tuple[str, str]] | None:
 def trace_errors(path: Path) -> dict[str, list[int]]:
     """Lookup errors in the verification traces of held-out judgments: key -> [count, wrong].
 
-    Only judgments with a readable score, of responses that have a trace (digits only). Keys:
+    Only judgments with a readable score that open with a trace (``response ...``; a judge
+    without one adds nothing), of responses that have a trace (digits only). Keys:
     ``"response <tag>"`` / ``"input <tag>"``, each true tag of a trace line whose digits the judge
     copied in order (was the judge's tag the same?); ``"digits miscopied"``, per trace line (its
     digits not the response's or the input's, in order, or the line unreadable); ``"trace"``, per
@@ -165,7 +166,7 @@ def trace_errors(path: Path) -> dict[str, list[int]]:
             continue
         true_lines = truth.split("\n")
         for judgment, score in zip(r["judgments"], r["scores"], strict=True):
-            if score is None:
+            if score is None or not judgment.startswith("response"):
                 continue
             lines = judgment.split("\n")
             add("trace", lines[:2] != true_lines)

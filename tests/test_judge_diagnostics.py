@@ -97,7 +97,8 @@ def test_trace_errors_by_hand(tmp_path, diagnostics):
     # is right but says items yes against its own trace; the third has no score (left out).
     # unique: 5 5 with "5": true trace "response 5 in" and "input 5 kept, 5 repeat"; its judgment
     # copies the input digits wrong (one miscopied line, its lookups not counted) and, its own
-    # trace unreadable, is not checked against it. "sort: 1 2" with "x" has no trace: left out.
+    # trace unreadable, is not checked against it. "sort: 1 2" with "x" has no trace, and a
+    # judgment without a trace (a plain judge's) adds nothing: both left out.
     wrong = "response 2 in, 3 in, 4 in, 7 in\ninput 4 kept, 2 kept, 2 kept, 7 kept\n" \
             "digits yes, length yes, items yes, order yes, exact yes\nScore: 5"
     right = "response 2 in, 3 out, 4 in, 7 in\ninput 4 kept, 2 kept, 2 missing, 7 kept\n" \
@@ -108,6 +109,8 @@ def test_trace_errors_by_hand(tmp_path, diagnostics):
         {"prompt": "unique: 5 5", "response": "5", "judgments": ["response 5 in\ninput 5 kept\nScore: 5"],
          "scores": [5]},
         {"prompt": "sort: 1 2", "response": "x", "judgments": ["response none\nScore: 0"], "scores": [0]},
+        {"prompt": "sort: 2 1", "response": "1 2", "judgments": ["digits yes, length yes, items yes, order yes, "
+                                                                  "exact yes\nScore: 5"], "scores": [5]},
     ])
     errors = diagnostics.trace_errors(tmp_path / "eval_judge.jsonl")
     assert errors == {

@@ -130,8 +130,9 @@ def continue_unscored(engine: Engine, messages: list[str], texts: list[str], res
                       seed: int, desc: str = "continue judgments") -> tuple[list[str], list[int]]:
     """Judgments that ended (the judge's own end of turn, not ``max_new_tokens``) without a
     readable score, continued from where they stopped with the end of turn barred from the first
-    new token, up to ``cfg.continue_unscored`` times each, until a score reads. Returns the texts
-    (continued ones extended) and how many times each was continued.
+    new token, up to ``cfg.continue_unscored`` times each, until a score reads; each go may write
+    up to ``cfg.max_new_tokens`` more. Returns the texts (continued ones extended) and how many
+    times each was continued.
 
     Why: a judge that has drifted in training often ends its turn in the middle of its verdicts
     (after ``length yes,``) or just before its ``Score:`` line; the paper drops such judgments,
@@ -141,9 +142,12 @@ def continue_unscored(engine: Engine, messages: list[str], texts: list[str], res
     texts = list(texts)
     continued = [0] * len(texts)
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, min_new_tokens=1)
+
+    def unscored(i: int) -> bool:
+        return finished(texts[i]) and parse_score(texts[i], cfg.min_score, cfg.max_score, responses[i]) is None
+
+    pending = [i for i in range(len(texts)) if unscored(i)]
     for attempt in range(cfg.continue_unscored):
-        pending = [i for i, t in enumerate(texts)
-                   if finished(t) and parse_score(t, cfg.min_score, cfg.max_score, responses[i]) is None]
         if not pending:
             break
         outputs = engine.generate([messages[i] for i in pending], sampling, seed=seed + attempt + 1,
@@ -151,6 +155,8 @@ def continue_unscored(engine: Engine, messages: list[str], texts: list[str], res
         for i, (more,) in zip(pending, outputs):
             texts[i] = Completion(str(texts[i]) + str(more), finished(more))
             continued[i] += 1
+        # Only a text just continued can have changed: the others keep their verdict.
+        pending = [i for i in pending if unscored(i)]
     return texts, continued
 
 

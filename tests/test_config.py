@@ -51,8 +51,10 @@ def test_judge_overrule_builds_on_judge_trace():
     assert (cfg.data.world.n_eft, cfg.data.world.n_eft_own) == (1500, 4500)
     assert (cfg.pairs.overrule_majority_below, cfg.pairs.overrule_until_iteration) == (3.0, 1)
     assert cfg.judge.continue_unscored == 4 and cfg.judge.max_new_tokens == 128
-    # The heavier NLL term replaces tiny.yaml's; the rest of the DPO settings stay.
-    assert (cfg.training.dpo.sft_weight, cfg.training.dpo.beta, cfg.training.iteration_lr_decay) == (6.0, 0.1, 0.3)
+    # The heavier NLL term replaces tiny.yaml's and the second round slows less than judge_trace's;
+    # the rest of the DPO settings stay.
+    assert (cfg.training.dpo.sft_weight, cfg.training.dpo.beta, cfg.training.iteration_lr_decay) == (6.0, 0.1, 0.6)
+    assert _compose(["experiment=judge_trace"]).training.iteration_lr_decay == 0.3
     validate(cfg)
 
 

@@ -118,3 +118,42 @@ def test_trace_errors_by_hand(tmp_path, diagnostics):
         "response in": [7, 0], "response out": [2, 1], "input kept": [6, 0], "input missing": [2, 1],
         "items verdict against own trace": [2, 1],
     }
+
+
+@pytest.fixture(scope="module")
+def consistency():
+    path = SCRIPT.with_name("judge_consistency.py")
+    spec = importlib.util.spec_from_file_location("judge_consistency", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_consistency_stats_by_hand(consistency):
+    rows = [
+        # Greedy right; samples 5, 5, 4: the consensus 5 is right, the pair (5, 4) has its chosen closer.
+        {"oracle": 5, "greedy": 5, "sampled": [5, 5, 4]},
+        # Greedy wrong; samples 3, 3, 1, None: the consensus 3 is wrong (oracle 1), and the pair (3, 1)
+        # has its rejected score closer: a consensus meta-judge would train the judge away from the truth.
+        {"oracle": 1, "greedy": 3, "sampled": [3, 3, 1, None]},
+        # All samples agree (4, right): no pair. The greedy judgment has no score: wrong.
+        {"oracle": 4, "greedy": None, "sampled": [4, 4]},
+        # Equally far: consensus 2 (the first of the tied most common), farthest 4 (the first at distance 2);
+        # the oracle's 3 is 1 from both: neither closer.
+        {"oracle": 3, "greedy": 2, "sampled": [2, 4, 4, 2]},
+        # Left out: no oracle score; no parsed sample.
+        {"oracle": None, "greedy": 5, "sampled": [5, 1]},
+        {"oracle": 5, "greedy": 5, "sampled": [None]},
+    ]
+    stats = consistency.consistency_stats(rows)
+    assert stats["candidates"] == 4
+    assert stats["greedy score = oracle's"] == pytest.approx(1 / 4)
+    assert stats["one sampled score = oracle's"] == pytest.approx((2 / 3 + 1 / 3 + 1 + 0) / 4)
+    assert stats["most common sampled score = oracle's"] == pytest.approx(2 / 4)
+    assert stats["contested (sampled scores differ)"] == pytest.approx(3 / 4)
+    assert stats["pairs: chosen closer to the oracle"] == pytest.approx(1 / 3)
+    assert stats["pairs: rejected closer to the oracle"] == pytest.approx(1 / 3)
+    assert consistency.consensus([2, 4, 4, 2]) == (2, 4)
+    assert consistency.consensus([3, 3]) is None
+    with pytest.raises(ValueError, match="no candidate"):
+        consistency.consistency_stats([{"oracle": None, "greedy": 1, "sampled": [1]}])

@@ -1,13 +1,13 @@
 """Does the self-judge's consensus know better than one of its judgments? Built-in world, oracle after the fact.
 
-    python scripts/judge_consistency.py runs/judge_overrule/seed100 [--model 1] [--round 2] \\
+    python scripts/judge_consistency.py runs/judge_overrule/seed100 [--judge 1] [--model 2] \\
         [--candidates 400] [--samples 8] [--temperature 0.7]
 
 Meta-Rewarding and self-consistency train the judge towards the judgments it agrees with most. That
 helps only where the judge's errors are random, so that its most common verdict is right more
-often than one verdict. This script measures it: M_t (``--model``, default M1) judges a seeded
-sample of the distinct candidates of a round (``m{--round}/judgments.jsonl``, default the first
-round's) once greedily and ``--samples`` times at ``--temperature``, with the run's judge settings
+often than one verdict. This script measures it: M_j (``--judge``, default M1) judges a seeded
+sample of the distinct candidates of the iteration that made M_t (``--model``, default 2: M1's own
+candidates, ``m2/judgments.jsonl``) once greedily and ``--samples`` times at ``--temperature``, with the run's judge settings
 otherwise (template, length, ``judge.continue_unscored``). Against the oracle's graded score of each
 candidate it prints how often these scores equal the oracle's: the greedy one, one sampled one,
 the most common sampled one (the consensus); and, over the candidates whose sampled scores
@@ -76,8 +76,9 @@ def consistency_stats(rows: list[dict]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path)
-    parser.add_argument("--model", type=int, default=1, help="the judge: M_t (default M1)")
-    parser.add_argument("--round", type=int, default=2, help="candidates of m{ROUND}/judgments.jsonl (default 2)")
+    parser.add_argument("--judge", type=int, default=1, help="the judge: M_j (default M1)")
+    parser.add_argument("--model", type=int, default=2,
+                        help="the candidates of the iteration that made M_t, m{t}/judgments.jsonl (default 2)")
     parser.add_argument("--candidates", type=int, default=400)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--temperature", type=float, default=0.7)
@@ -87,11 +88,11 @@ def main() -> None:
     oracle = make_oracle(cfg, load_data(args.run / "data", cfg))
     if oracle is None or oracle.score is None:
         parser.error(f"{args.run}: its data source has no graded oracle (the built-in world has one)")
-    rows = read_jsonl(args.run / f"m{args.round}" / "judgments.jsonl")
+    rows = read_jsonl(args.run / f"m{args.model}" / "judgments.jsonl")
     items = list({(r["prompt"], r["response"]): None for r in rows})
     random.Random(args.seed).shuffle(items)
     items = items[: args.candidates]
-    engine = load_engine(str(args.run / f"m{args.model}" / "model"), cfg.model, cfg.generation)
+    engine = load_engine(str(args.run / f"m{args.judge}" / "model"), cfg.model, cfg.generation)
     template = load_template(cfg.judge.template)
     greedy = judge(engine, template, items, OmegaConf.merge(cfg.judge, {"temperature": 0.0, "repeats": 1}),
                    seed=args.seed + 1, desc="greedy")
@@ -100,8 +101,8 @@ def main() -> None:
         seed=args.seed + 2, desc="sampled")
     stats = consistency_stats([{"oracle": oracle.score(p, r), "greedy": g["scores"][0], "sampled": s["scores"]}
                                for (p, r), g, s in zip(items, greedy, sampled, strict=True)])
-    print(f"M{args.model} judging round {args.round}'s candidates of {args.run} ({args.samples} samples at "
-          f"temperature {args.temperature}):")
+    print(f"M{args.judge} judging the candidates of the iteration that made M{args.model}, {args.run} "
+          f"({args.samples} samples at temperature {args.temperature}):")
     for key, value in stats.items():
         print(f"  {key:40s} {value if key == 'candidates' else f'{value:.3f}'}")
 

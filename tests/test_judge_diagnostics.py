@@ -2,6 +2,9 @@
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -157,3 +160,14 @@ def test_consistency_stats_by_hand(consistency):
     assert consistency.consensus([3, 3]) is None
     with pytest.raises(ValueError, match="no candidate"):
         consistency.consistency_stats([{"oracle": None, "greedy": 1, "sampled": [1]}])
+
+
+def test_judge_consistency_runs_on_a_finished_run(tiny_run):
+    out = subprocess.run([sys.executable, str(SCRIPT.with_name("judge_consistency.py")), str(tiny_run),
+                          "--judge", "2", "--candidates", "6", "--samples", "3"],
+                         capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout
+    assert "M2 judging the candidates of the iteration that made M2" in out
+    lines = {line.rsplit(None, 1)[0].strip(): float(line.rsplit(None, 1)[1]) for line in out.splitlines()[1:]}
+    assert 1 <= lines["candidates"] <= 6
+    for key in ("greedy score = oracle's", "one sampled score = oracle's", "most common sampled score = oracle's"):
+        assert 0.0 <= lines[key] <= 1.0

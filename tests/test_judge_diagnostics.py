@@ -1,4 +1,4 @@
-"""scripts/judge_diagnostics.py's choice rates, computed by hand on a two-prompt run folder."""
+"""scripts/judge_diagnostics.py's and scripts/judge_consistency.py's numbers, computed by hand on small run folders."""
 
 import importlib.util
 import json

@@ -88,6 +88,8 @@ def main() -> None:
     oracle = make_oracle(cfg, load_data(args.run / "data", cfg))
     if oracle is None or oracle.score is None:
         parser.error(f"{args.run}: its data source has no graded oracle (the built-in world has one)")
+    if cfg.judge.mode != "sample":
+        parser.error(f"{args.run}: judge.mode is {cfg.judge.mode!r}; sampled judgments need judge.mode=sample")
     rows = read_jsonl(args.run / f"m{args.model}" / "judgments.jsonl")
     items = list({(r["prompt"], r["response"]): None for r in rows})
     random.Random(args.seed).shuffle(items)

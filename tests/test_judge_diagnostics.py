@@ -12,12 +12,16 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "judge_diagnostics.py"
 
 
-@pytest.fixture(scope="module")
-def diagnostics():
-    spec = importlib.util.spec_from_file_location("judge_diagnostics", SCRIPT)
+def _load(script: Path):
+    spec = importlib.util.spec_from_file_location(script.stem, script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def diagnostics():
+    return _load(SCRIPT)
 
 
 def _write(folder: Path, name: str, rows: list[dict]) -> None:
@@ -125,11 +129,7 @@ def test_trace_errors_by_hand(tmp_path, diagnostics):
 
 @pytest.fixture(scope="module")
 def consistency():
-    path = SCRIPT.with_name("judge_consistency.py")
-    spec = importlib.util.spec_from_file_location("judge_consistency", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load(SCRIPT.with_name("judge_consistency.py"))
 
 
 def test_consistency_stats_by_hand(consistency):

@@ -7,8 +7,8 @@ Meta-Rewarding and self-consistency train the judge towards the judgments it agr
 helps only where the judge's errors are random, so that its most common verdict is right more
 often than one verdict. This script measures it: M_j (``--judge``, default M1) judges a seeded
 sample of the distinct candidates of the iteration that made M_t (``--model``, default 2: M1's own
-candidates, ``m2/judgments.jsonl``) once greedily and ``--samples`` times at ``--temperature``, with the run's judge settings
-otherwise (template, length, ``judge.continue_unscored``). Against the oracle's graded score of each
+candidates, ``m2/judgments.jsonl``) once greedily and ``--samples`` times at ``--temperature``,
+with the run's judge settings otherwise (template, length, ``judge.continue_unscored``). Against the oracle's graded score of each
 candidate it prints how often these scores equal the oracle's: the greedy one, one sampled one,
 the most common sampled one (the consensus); and, over the candidates whose sampled scores
 differ, the judgment pair a consensus meta-judge would make (a judgment with the most common score

@@ -247,6 +247,12 @@ class TrainingConfig:
     # EFT rows drawn afresh each round (SFT with the settings in eft_replay): the judging M1 was
     # taught, which training on answers alone wears away. 0: no replay (the paper).
     eft_replay_rows: int = 0
+    # Each round, M_t also judges this many seed EFT rows (drawn afresh each round), one judgment
+    # each with the judge's settings; where its score differs from the seed row's, the pair (the
+    # seed judgment, its own) on the filled judge prompt joins the round's DPO pairs
+    # (m<t+1>/eft_pairs.jsonl, written by the judge_pairs stage): the judge is trained on the
+    # seed judging data where it now errs, inside the round's DPO. 0: none (the paper).
+    eft_pairs_rows: int = 0
     # Rehearsal of M_t's own work in its round (self-synthesised rehearsal, Huang et al. 2024,
     # arXiv 2403.01244): this many rows, a third each of the prompts it wrote that the loop kept
     # (request -> prompt), its judgments of the round's chosen and rejected answers (filled judge
@@ -475,6 +481,7 @@ RANGES = {
     "training.dpo.sft_weight": _NOT_NEGATIVE,
     "training.sft_judge_repeats": _int_at_least(1),
     "training.eft_replay_rows": _int_at_least(0),
+    "training.eft_pairs_rows": _int_at_least(0),
     "training.self_replay_rows": _int_at_least(0),
     "training.iteration_lr_decay": _rule(lambda v: 0 < v <= 1, "a number in (0, 1] (1: every round alike)"),
     "training.logging_steps": _int_at_least(1),
@@ -625,6 +632,15 @@ def _check_rules(cfg) -> None:
         if cfg.training.objective != "dpo":
             raise ConfigError(f"invalid config: meta_judge.enabled=true with training.objective="
                               f"{cfg.training.objective}; allowed: dpo (judgment pairs are preference pairs)")
+    if cfg.training.eft_pairs_rows:
+        if cfg.judge.mode != "sample":
+            raise ConfigError(f"invalid config: training.eft_pairs_rows={cfg.training.eft_pairs_rows} with judge.mode="
+                              f"{cfg.judge.mode}; allowed: judge.mode=sample (a judgment's own score is compared "
+                              f"with the seed row's)")
+        if cfg.training.objective != "dpo":
+            raise ConfigError(f"invalid config: training.eft_pairs_rows={cfg.training.eft_pairs_rows} with "
+                              f"training.objective={cfg.training.objective}; allowed: dpo (judgment pairs are "
+                              f"preference pairs)")
     # The data source checks its own keys, and what the model and judge ask of it.
     from selfreward.data import check_source
 

@@ -225,3 +225,26 @@ def pairwise_verdicts(engine: Engine, template: str, triples: list[tuple[str, st
     texts = [o[0] for o in engine.generate(messages, Sampling(0.0, 1.0, max_new_tokens), seed=seed, desc=desc)]
     winners = [parse_winner(t) for t in texts]
     return list(zip(winners[0::2], winners[1::2]))
+
+
+def seed_judgment_pairs(engine: Engine, template: str, rows: list[dict], cfg, *, seed: int,
+                        desc: str = "judge seed EFT rows") -> tuple[list[dict], dict]:
+    """Judgment pairs from seed judging (EFT) rows, each ``{"prompt", "response", "judgment", "score"}``.
+
+    The model judges every row's (prompt, response) once with the settings of ``cfg`` (a
+    ``JudgeConfig``); where its score is not the row's (a judgment without a readable score
+    included), the pair (the row's judgment chosen, its own rejected) on the filled judge prompt is
+    returned, with ``eft_pairs/*`` counts: rows judged, the share where the scores agree, pairs.
+    """
+    records = judge(engine, template, [(r["prompt"], r["response"]) for r in rows], cfg, repeats=1, seed=seed,
+                    desc=desc)
+    pairs = [{"prompt": judge_message(template, row["prompt"], row["response"]), "chosen": row["judgment"],
+              "rejected": record["judgments"][0], "task_prompt": row["prompt"], "response": row["response"],
+              "chosen_score": row["score"], "rejected_score": record["scores"][0]}
+             for row, record in zip(rows, records) if record["scores"][0] != row["score"]]
+    return pairs, {
+        "eft_pairs/judged": len(rows),
+        "eft_pairs/agreement": (len(rows) - len(pairs)) / len(rows) if rows else None,
+        "eft_pairs/unread": sum(p["rejected_score"] is None for p in pairs),
+        "eft_pairs/pairs": len(pairs),
+    }

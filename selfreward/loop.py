@@ -61,7 +61,7 @@ from selfreward.evaluation import (
     self_judge_quality,
 )
 from selfreward.generation import Engine, Sampling, check_model_path, close_engine, finished, load_engine
-from selfreward.judge import judge, judge_message
+from selfreward.judge import judge, judge_message, seed_judgment_pairs
 from selfreward.meta_judge import write_judge_pairs
 from selfreward.pairs import build_pairs, judged_groups, overrule_threshold
 from selfreward.reward_shaping import shape
@@ -781,11 +781,28 @@ def stage_pairs(cfg, run_dir: str | Path, t: int, *, res: Resources | None = Non
             cfg, seed=stage_seed(cfg.seed, model, "pairs"), out=out, model=model, oracle=res.oracle))
 
 
+def judge_pairs_enabled(cfg) -> bool:
+    """Whether iterations have a judge_pairs stage: the meta-judge's pairs, the seed EFT rows' or both."""
+    return bool(cfg.meta_judge.enabled or cfg.training.eft_pairs_rows)
+
+
+def write_eft_pairs(engine: Engine, data: SeedData, cfg, *, seed: int, out: Path) -> dict:
+    """``training.eft_pairs_rows`` seed EFT rows (drawn with ``seed``) judged by M_t into
+    ``out/eft_pairs.jsonl``: the pairs where its score is not the seed row's
+    (:func:`selfreward.judge.seed_judgment_pairs`); returns their counts."""
+    rows = _draw(random.Random(seed), data.eft, cfg.training.eft_pairs_rows)
+    pairs, info = seed_judgment_pairs(engine, load_template(cfg.judge.template), rows, cfg.judge, seed=seed)
+    write_jsonl(out / "eft_pairs.jsonl", pairs)
+    return info
+
+
 def stage_judge_pairs(cfg, run_dir: str | Path, t: int, *, res: Resources | None = None) -> dict:
-    """Iteration t, with ``meta_judge.enabled``: M_t meta-judges its own contested judgments into
-    ``m{t+1}/judge_pairs.jsonl`` (Meta-Rewarding, :mod:`selfreward.meta_judge`); DPO trains on
-    them with the response pairs. Without the meta-judge it does nothing and writes nothing."""
-    if not cfg.meta_judge.enabled:
+    """Iteration t, pairs for the judge prompt that DPO trains on with the response pairs. With
+    ``meta_judge.enabled``: M_t meta-judges its own contested judgments into
+    ``m{t+1}/judge_pairs.jsonl`` (Meta-Rewarding, :mod:`selfreward.meta_judge`); with
+    ``training.eft_pairs_rows``: M_t judges that many seed EFT rows into ``m{t+1}/eft_pairs.jsonl``
+    (:func:`write_eft_pairs`). Without either it does nothing and writes nothing."""
+    if not judge_pairs_enabled(cfg):
         return {}
     run_dir = Path(run_dir)
     out, model = run_dir / f"m{t + 1}", t + 1
@@ -793,19 +810,32 @@ def stage_judge_pairs(cfg, run_dir: str | Path, t: int, *, res: Resources | None
     if not is_done(out, "judge_pairs"):
         _need_model(cfg, run_dir, "judge_pairs", t)
         _need_data(cfg, run_dir, "judge_pairs")
-        _need(run_dir, "judge_pairs", out / "judgments.jsonl", out, "judgments", f"judgments --t {t}")
+        if cfg.meta_judge.enabled:
+            _need(run_dir, "judge_pairs", out / "judgments.jsonl", out, "judgments", f"judgments --t {t}")
     with _resources(cfg, run_dir, res) as res:
-        oracle = res.oracle
-        return run_stage(out, "judge_pairs", lambda: write_judge_pairs(
-            res.models.get(current), cfg, seed=stage_seed(cfg.seed, model, "judge_pairs"), out=out,
-            score=oracle.score if oracle else None), parallel=True)
+
+        def judge_pairs() -> dict:
+            info, engine = {}, res.models.get(current)
+            if cfg.meta_judge.enabled:
+                oracle = res.oracle
+                info.update(write_judge_pairs(engine, cfg, seed=stage_seed(cfg.seed, model, "judge_pairs"), out=out,
+                                              score=oracle.score if oracle else None))
+            if cfg.training.eft_pairs_rows:
+                info.update(write_eft_pairs(engine, res.data, cfg, seed=stage_seed(cfg.seed, model, "eft_pairs"),
+                                            out=out))
+            return info
+
+        return run_stage(out, "judge_pairs", judge_pairs, parallel=True)
 
 
 def training_pairs(cfg, out: Path) -> list[dict]:
-    """What DPO trains on: the response pairs, and with the meta-judge its judgment pairs too."""
+    """What DPO trains on: the response pairs, with the meta-judge its judgment pairs too, and with
+    ``training.eft_pairs_rows`` the seed EFT rows' judgment pairs."""
     pairs = read_jsonl(out / "pairs.jsonl")
     if cfg.meta_judge.enabled:
         pairs += read_jsonl(out / "judge_pairs.jsonl")
+    if cfg.training.eft_pairs_rows:
+        pairs += read_jsonl(out / "eft_pairs.jsonl")
     return pairs
 
 
@@ -829,6 +859,8 @@ def stage_train(cfg, run_dir: str | Path, t: int, *, res: Resources | None = Non
             _need_data(cfg, run_dir, objective)
         if cfg.meta_judge.enabled:
             _need(run_dir, objective, out / "judge_pairs.jsonl", out, "judge_pairs", f"judge_pairs --t {t}")
+        if cfg.training.eft_pairs_rows:
+            _need(run_dir, objective, out / "eft_pairs.jsonl", out, "judge_pairs", f"judge_pairs --t {t}")
     reference = current if cfg.training.dpo.reference == "previous" else str(run_dir / "m1" / "model")
     lr_scale = iteration_lr_scale(cfg.training, t)
 
@@ -904,7 +936,7 @@ def stage_eval(cfg, run_dir: str | Path, t: int, *, res: Resources | None = None
         info = {stage: read_done(where, stage) for where, stage in done if is_done(where, stage)}
         counts, sample_pairs = {}, None
     else:
-        stages = ("prompts", "candidates", "judgments", "pairs", *(("judge_pairs",) if cfg.meta_judge.enabled else ()),
+        stages = ("prompts", "candidates", "judgments", "pairs", *(("judge_pairs",) if judge_pairs_enabled(cfg) else ()),
                   cfg.training.objective)
         info = {stage: read_done(folder, stage) for stage in stages}
         counts = _iteration_counts(info)
@@ -934,7 +966,7 @@ def _iteration_counts(info: dict) -> dict:
         "self_judge/truncation_rate": info["judgments"].get("truncation_rate"),
     }
     counts.update({k: v for k, v in info["pairs"].items() if k.startswith("self_judge/")})
-    counts.update({k: v for k, v in info.get("judge_pairs", {}).items() if k.startswith("meta_judge/")})
+    counts.update({k: v for k, v in info.get("judge_pairs", {}).items() if k.startswith(("meta_judge/", "eft_pairs/"))})
     if "completed_scores" in info["judgments"]:  # judge.complete_score
         counts["self_judge/completed_scores"] = info["judgments"]["completed_scores"]
     if "continued_judgments" in info["judgments"]:  # judge.continue_unscored

@@ -1,0 +1,110 @@
+"""training.eft_pairs_rows: M_t judges seed EFT rows, and where its score is not the seed row's
+the pair (seed judgment, its own) joins the round's DPO pairs (a scripted judge, values by hand;
+the stage and its way into DPO on the shared tiny run's M1)."""
+
+import json
+import shutil
+
+import pytest
+from conftest import TINY_RUN, compose_config
+
+from selfreward.config import ConfigError, validate
+from selfreward.judge import judge_message, seed_judgment_pairs
+from selfreward.prompts import load_template
+from selfreward.rundir import read_jsonl
+
+JUDGE = load_template("judge_additive_small")
+
+
+class ScriptedJudge:
+    """Writes "Score: N" with N looked up by the response shown (no score line for a missing one)."""
+
+    def __init__(self, scores):
+        self.scores, self.calls = scores, []
+
+    def generate(self, messages, sampling, *, n=1, seed=0, desc=""):
+        self.calls.append((len(messages), n, sampling.temperature))
+        out = []
+        for m in messages:
+            response = m.split("<response>")[1].split("</response>")[0]
+            score = self.scores.get(response)
+            out.append([f"checked {response}\nScore: {score}" if score is not None else "checked"] * n)
+        return out
+
+
+def eft_row(prompt, response, score):
+    return {"prompt": prompt, "response": response, "judgment": f"seed trace\nScore: {score}", "score": score}
+
+
+def test_pairs_where_the_judge_disagrees_with_the_seed_row():
+    rows = [eft_row("sort: 2 1", "1 2", 5), eft_row("sort: 3 1", "3 1", 2), eft_row("evens: 4 1", "4 1", 3),
+            eft_row("unique: 7 7", "7", 5)]
+    # Agrees on the first and last, scores the second 5 where the seed says 2, cannot read the third.
+    engine = ScriptedJudge({"1 2": 5, "3 1": 5, "7": 5})
+    cfg = compose_config([*TINY_RUN]).judge
+    pairs, info = seed_judgment_pairs(engine, JUDGE, rows, cfg, seed=0)
+    assert engine.calls == [(4, 1, cfg.temperature)]  # one judgment a row, with the judge's settings
+    assert [(p["task_prompt"], p["chosen_score"], p["rejected_score"]) for p in pairs] == [
+        ("sort: 3 1", 2, 5), ("evens: 4 1", 3, None)]
+    assert pairs[0] == {"prompt": judge_message(JUDGE, "sort: 3 1", "3 1"), "chosen": "seed trace\nScore: 2",
+                        "rejected": "checked 3 1\nScore: 5", "task_prompt": "sort: 3 1", "response": "3 1",
+                        "chosen_score": 2, "rejected_score": 5}
+    assert info == {"eft_pairs/judged": 4, "eft_pairs/agreement": 0.5, "eft_pairs/unread": 1, "eft_pairs/pairs": 2}
+    assert seed_judgment_pairs(engine, JUDGE, [], cfg, seed=0)[1]["eft_pairs/agreement"] is None
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["training.eft_pairs_rows=-1"], "training.eft_pairs_rows=-1; allowed: an integer >= 0"),
+    (["training.eft_pairs_rows=10", "judge=expected"], "training.eft_pairs_rows=10 with judge.mode=expected"),
+    (["training.eft_pairs_rows=10", "training.objective=rft"], "training.eft_pairs_rows=10 with training.objective=rft"),
+])
+def test_bad_eft_pairs_settings_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_config([*TINY_RUN, *overrides]))
+
+
+def test_eft_pairs_join_the_rounds_dpo(tiny_run, tmp_path, monkeypatch):
+    """One iteration with training.eft_pairs_rows from the shared tiny run's M1 (copied): the
+    judge_pairs stage draws that many seed EFT rows and writes the pairs where a judge (scripted to
+    score every answer 5) disagrees with them; DPO trains on the response pairs and these; the
+    metrics row reports the counts."""
+    import selfreward.loop as loop
+
+    trained = []
+    real_train_dpo, real_pairs = loop.train_dpo, loop.seed_judgment_pairs
+
+    def recording_train_dpo(model_path, ref_path, pairs, *args, **kwargs):
+        trained.append(pairs)
+        return real_train_dpo(model_path, ref_path, pairs, *args, **kwargs)
+
+    class AlwaysFive(ScriptedJudge):
+        def __init__(self):
+            super().__init__({})
+
+        def generate(self, messages, sampling, *, n=1, seed=0, desc=""):
+            return [["looks right\nScore: 5"] * n for _ in messages]
+
+    monkeypatch.setattr(loop, "train_dpo", recording_train_dpo)
+    monkeypatch.setattr(loop, "seed_judgment_pairs", lambda engine, *a, **k: real_pairs(AlwaysFive(), *a, **k))
+    run_dir = tmp_path / "run"
+    for name in ("data", "m0", "m1"):
+        shutil.copytree(tiny_run / name, run_dir / name)
+    cfg = compose_config([*TINY_RUN, "iterations=1", "training.eft_pairs_rows=30"])
+    loop.run(cfg, run_dir)
+    out = run_dir / "m2"
+    eft_pairs = read_jsonl(out / "eft_pairs.jsonl")
+    seed_rows = {(r["prompt"], r["response"]): r for r in read_jsonl(run_dir / "data" / "eft.jsonl")}
+    drawn_not_five = [r for r in seed_rows.values() if r["score"] != 5]
+    assert eft_pairs and len(eft_pairs) <= 30 and len(drawn_not_five) >= len(eft_pairs)
+    for p in eft_pairs:  # the seed judgment of a row the judge scored 5, where the seed did not
+        row = seed_rows[(p["task_prompt"], p["response"])]
+        assert p["chosen"] == row["judgment"] and p["chosen_score"] == row["score"] != 5
+        assert p["rejected"] == "looks right\nScore: 5" and p["rejected_score"] == 5
+        assert p["prompt"] == judge_message(JUDGE, p["task_prompt"], p["response"])
+    [pairs] = trained
+    assert pairs == read_jsonl(out / "pairs.jsonl") + eft_pairs
+    assert not (out / "judge_pairs.jsonl").exists()  # no meta-judge
+    row = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["eft_pairs/judged"] == 30 and row["eft_pairs/pairs"] == len(eft_pairs)
+    assert row["eft_pairs/agreement"] == pytest.approx(1 - len(eft_pairs) / 30)
+    assert "time/judge_pairs_s" in row

@@ -77,10 +77,7 @@ def test_eft_pairs_join_the_rounds_dpo(tiny_run, tmp_path, monkeypatch):
         trained.append(pairs)
         return real_train_dpo(model_path, ref_path, pairs, *args, **kwargs)
 
-    class AlwaysFive(ScriptedJudge):
-        def __init__(self):
-            super().__init__({})
-
+    class AlwaysFive:
         def generate(self, messages, sampling, *, n=1, seed=0, desc=""):
             return [["looks right\nScore: 5"] * n for _ in messages]
 

@@ -781,16 +781,23 @@ def stage_pairs(cfg, run_dir: str | Path, t: int, *, res: Resources | None = Non
             cfg, seed=stage_seed(cfg.seed, model, "pairs"), out=out, model=model, oracle=res.oracle))
 
 
-def judge_pairs_enabled(cfg) -> bool:
-    """Whether iterations have a judge_pairs stage: the meta-judge's pairs, the seed EFT rows' or both."""
-    return bool(cfg.meta_judge.enabled or cfg.training.eft_pairs_rows)
+def eft_pairs_rows(cfg, t: int) -> int:
+    """Seed EFT rows M_t judges in iteration t (``training.eft_pairs_rows``; none after
+    ``training.eft_pairs_until_iteration`` when that is set)."""
+    until = cfg.training.eft_pairs_until_iteration
+    return cfg.training.eft_pairs_rows if not until or t <= until else 0
 
 
-def write_eft_pairs(engine: Engine, data: SeedData, cfg, *, seed: int, out: Path) -> dict:
-    """``training.eft_pairs_rows`` seed EFT rows (drawn with ``seed``) judged by M_t into
-    ``out/eft_pairs.jsonl``: the pairs where its score is not the seed row's
-    (:func:`selfreward.judge.seed_judgment_pairs`); returns their counts."""
-    rows = _draw(random.Random(seed), data.eft, cfg.training.eft_pairs_rows)
+def judge_pairs_enabled(cfg, t: int) -> bool:
+    """Whether iteration t has a judge_pairs stage: the meta-judge's pairs, the seed EFT rows' or both."""
+    return bool(cfg.meta_judge.enabled or eft_pairs_rows(cfg, t))
+
+
+def write_eft_pairs(engine: Engine, data: SeedData, cfg, *, n_rows: int, seed: int, out: Path) -> dict:
+    """``n_rows`` seed EFT rows (drawn with ``seed``) judged by M_t into ``out/eft_pairs.jsonl``:
+    the pairs where its score is not the seed row's (:func:`selfreward.judge.seed_judgment_pairs`);
+    returns their counts."""
+    rows = _draw(random.Random(seed), data.eft, n_rows)
     pairs, info = seed_judgment_pairs(engine, load_template(cfg.judge.template), rows, cfg.judge, seed=seed)
     write_jsonl(out / "eft_pairs.jsonl", pairs)
     return info
@@ -800,9 +807,10 @@ def stage_judge_pairs(cfg, run_dir: str | Path, t: int, *, res: Resources | None
     """Iteration t, pairs for the judge prompt that DPO trains on with the response pairs. With
     ``meta_judge.enabled``: M_t meta-judges its own contested judgments into
     ``m{t+1}/judge_pairs.jsonl`` (Meta-Rewarding, :mod:`selfreward.meta_judge`); with
-    ``training.eft_pairs_rows``: M_t judges that many seed EFT rows into ``m{t+1}/eft_pairs.jsonl``
-    (:func:`write_eft_pairs`). Without either it does nothing and writes nothing."""
-    if not judge_pairs_enabled(cfg):
+    ``training.eft_pairs_rows`` (up to ``training.eft_pairs_until_iteration``): M_t judges that many
+    seed EFT rows into ``m{t+1}/eft_pairs.jsonl`` (:func:`write_eft_pairs`). Without either it does
+    nothing and writes nothing."""
+    if not judge_pairs_enabled(cfg, t):
         return {}
     run_dir = Path(run_dir)
     out, model = run_dir / f"m{t + 1}", t + 1
@@ -820,21 +828,21 @@ def stage_judge_pairs(cfg, run_dir: str | Path, t: int, *, res: Resources | None
                 oracle = res.oracle
                 info.update(write_judge_pairs(engine, cfg, seed=stage_seed(cfg.seed, model, "judge_pairs"), out=out,
                                               score=oracle.score if oracle else None))
-            if cfg.training.eft_pairs_rows:
-                info.update(write_eft_pairs(engine, res.data, cfg, seed=stage_seed(cfg.seed, model, "eft_pairs"),
-                                            out=out))
+            if eft_pairs_rows(cfg, t):
+                info.update(write_eft_pairs(engine, res.data, cfg, n_rows=eft_pairs_rows(cfg, t),
+                                            seed=stage_seed(cfg.seed, model, "eft_pairs"), out=out))
             return info
 
         return run_stage(out, "judge_pairs", judge_pairs, parallel=True)
 
 
-def training_pairs(cfg, out: Path) -> list[dict]:
-    """What DPO trains on: the response pairs, with the meta-judge its judgment pairs too, and with
-    ``training.eft_pairs_rows`` the seed EFT rows' judgment pairs."""
+def training_pairs(cfg, out: Path, t: int) -> list[dict]:
+    """What iteration t's DPO trains on: the response pairs, with the meta-judge its judgment pairs
+    too, and with ``training.eft_pairs_rows`` (in that iteration) the seed EFT rows' judgment pairs."""
     pairs = read_jsonl(out / "pairs.jsonl")
     if cfg.meta_judge.enabled:
         pairs += read_jsonl(out / "judge_pairs.jsonl")
-    if cfg.training.eft_pairs_rows:
+    if eft_pairs_rows(cfg, t):
         pairs += read_jsonl(out / "eft_pairs.jsonl")
     return pairs
 
@@ -859,7 +867,7 @@ def stage_train(cfg, run_dir: str | Path, t: int, *, res: Resources | None = Non
             _need_data(cfg, run_dir, objective)
         if cfg.meta_judge.enabled:
             _need(run_dir, objective, out / "judge_pairs.jsonl", out, "judge_pairs", f"judge_pairs --t {t}")
-        if cfg.training.eft_pairs_rows:
+        if eft_pairs_rows(cfg, t):
             _need(run_dir, objective, out / "eft_pairs.jsonl", out, "judge_pairs", f"judge_pairs --t {t}")
     reference = current if cfg.training.dpo.reference == "previous" else str(run_dir / "m1" / "model")
     lr_scale = iteration_lr_scale(cfg.training, t)
@@ -869,7 +877,7 @@ def stage_train(cfg, run_dir: str | Path, t: int, *, res: Resources | None = Non
 
         def dpo() -> dict:
             models.free()
-            return train_dpo(current, reference, training_pairs(cfg, out), out / "model", cfg,
+            return train_dpo(current, reference, training_pairs(cfg, out, t), out / "model", cfg,
                              seed=stage_seed(cfg.seed, model, "dpo"), report_to=_report_to(cfg),
                              run_name=f"dpo-m{model}", lr_scale=lr_scale)
 
@@ -936,7 +944,7 @@ def stage_eval(cfg, run_dir: str | Path, t: int, *, res: Resources | None = None
         info = {stage: read_done(where, stage) for where, stage in done if is_done(where, stage)}
         counts, sample_pairs = {}, None
     else:
-        stages = ("prompts", "candidates", "judgments", "pairs", *(("judge_pairs",) if judge_pairs_enabled(cfg) else ()),
+        stages = ("prompts", "candidates", "judgments", "pairs", *(("judge_pairs",) if judge_pairs_enabled(cfg, t - 1) else ()),
                   cfg.training.objective)
         info = {stage: read_done(folder, stage) for stage in stages}
         counts = _iteration_counts(info)

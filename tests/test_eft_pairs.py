@@ -55,6 +55,7 @@ def test_pairs_where_the_judge_disagrees_with_the_seed_row():
 
 @pytest.mark.parametrize("overrides, message", [
     (["training.eft_pairs_rows=-1"], "training.eft_pairs_rows=-1; allowed: an integer >= 0"),
+    (["training.eft_pairs_until_iteration=-1"], "training.eft_pairs_until_iteration=-1; allowed: an integer >= 0"),
     (["training.eft_pairs_rows=10", "judge=expected"], "training.eft_pairs_rows=10 with judge.mode=expected"),
     (["training.eft_pairs_rows=10", "training.objective=rft"], "training.eft_pairs_rows=10 with training.objective=rft"),
 ])
@@ -63,11 +64,9 @@ def test_bad_eft_pairs_settings_are_refused(overrides, message):
         validate(compose_config([*TINY_RUN, *overrides]))
 
 
-def test_eft_pairs_join_the_rounds_dpo(tiny_run, tmp_path, monkeypatch):
-    """One iteration with training.eft_pairs_rows from the shared tiny run's M1 (copied): the
-    judge_pairs stage draws that many seed EFT rows and writes the pairs where a judge (scripted to
-    score every answer 5) disagrees with them; DPO trains on the response pairs and these; the
-    metrics row reports the counts."""
+def _record_dpo_with_an_always_five_judge(monkeypatch):
+    """DPO's pair lists, recorded as the loop calls it; the seed rows judged by a judge that scores
+    every answer 5."""
     import selfreward.loop as loop
 
     trained = []
@@ -83,6 +82,17 @@ def test_eft_pairs_join_the_rounds_dpo(tiny_run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(loop, "train_dpo", recording_train_dpo)
     monkeypatch.setattr(loop, "seed_judgment_pairs", lambda engine, *a, **k: real_pairs(AlwaysFive(), *a, **k))
+    return trained
+
+
+def test_eft_pairs_join_the_rounds_dpo(tiny_run, tmp_path, monkeypatch):
+    """One iteration with training.eft_pairs_rows from the shared tiny run's M1 (copied): the
+    judge_pairs stage draws that many seed EFT rows and writes the pairs where a judge (scripted to
+    score every answer 5) disagrees with them; DPO trains on the response pairs and these; the
+    metrics row reports the counts."""
+    import selfreward.loop as loop
+
+    trained = _record_dpo_with_an_always_five_judge(monkeypatch)
     run_dir = tmp_path / "run"
     for name in ("data", "m0", "m1"):
         shutil.copytree(tiny_run / name, run_dir / name)
@@ -105,3 +115,26 @@ def test_eft_pairs_join_the_rounds_dpo(tiny_run, tmp_path, monkeypatch):
     assert row["eft_pairs/judged"] == 30 and row["eft_pairs/pairs"] == len(eft_pairs)
     assert row["eft_pairs/agreement"] == pytest.approx(1 - len(eft_pairs) / 30)
     assert "time/judge_pairs_s" in row
+
+
+def test_eft_pairs_until_an_iteration(tiny_run, tmp_path, monkeypatch):
+    """training.eft_pairs_until_iteration=1 over two iterations: the first round's DPO gets the
+    seed rows' judgment pairs, the second's only its response pairs, and its folder and metrics row
+    hold no judge_pairs stage."""
+    import selfreward.loop as loop
+
+    trained = _record_dpo_with_an_always_five_judge(monkeypatch)
+    run_dir = tmp_path / "run"
+    for name in ("data", "m0", "m1"):
+        shutil.copytree(tiny_run / name, run_dir / name)
+    cfg = compose_config([*TINY_RUN, "iterations=2", "training.eft_pairs_rows=30",
+                          "training.eft_pairs_until_iteration=1"])
+    loop.run(cfg, run_dir)
+    first, second = trained
+    eft_pairs = read_jsonl(run_dir / "m2" / "eft_pairs.jsonl")
+    assert eft_pairs and first == read_jsonl(run_dir / "m2" / "pairs.jsonl") + eft_pairs
+    assert second == read_jsonl(run_dir / "m3" / "pairs.jsonl")
+    assert not (run_dir / "m3" / "eft_pairs.jsonl").exists() and not (run_dir / "m3" / "judge_pairs.done").exists()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[1]["eft_pairs/pairs"] == len(eft_pairs) and "time/judge_pairs_s" in rows[1]
+    assert not any(k.startswith("eft_pairs/") or k == "time/judge_pairs_s" for k in rows[2])

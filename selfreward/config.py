@@ -253,8 +253,9 @@ class TrainingConfig:
     # (m<t+1>/eft_pairs.jsonl, written by the judge_pairs stage): the judge is trained on the
     # seed judging data where it now errs, inside the round's DPO. 0: none (the paper).
     eft_pairs_rows: int = 0
-    # The last iteration (1 makes M2) with eft_pairs_rows; 0: every iteration.
-    eft_pairs_until_iteration: int = 0
+    # Iteration t judges eft_pairs_rows x eft_pairs_rows_decay^(t-1) rows (rounded): 1, every round
+    # alike; 0, the first round only.
+    eft_pairs_rows_decay: float = 1.0
     # Rehearsal of M_t's own work in its round (self-synthesised rehearsal, Huang et al. 2024,
     # arXiv 2403.01244): this many rows, a third each of the prompts it wrote that the loop kept
     # (request -> prompt), its judgments of the round's chosen and rejected answers (filled judge
@@ -484,7 +485,7 @@ RANGES = {
     "training.sft_judge_repeats": _int_at_least(1),
     "training.eft_replay_rows": _int_at_least(0),
     "training.eft_pairs_rows": _int_at_least(0),
-    "training.eft_pairs_until_iteration": _int_at_least(0, " (0: every iteration)"),
+    "training.eft_pairs_rows_decay": _rule(lambda v: 0 <= v <= 1, "a number in [0, 1] (1: every round alike, 0: the first only)"),
     "training.self_replay_rows": _int_at_least(0),
     "training.iteration_lr_decay": _rule(lambda v: 0 < v <= 1, "a number in (0, 1] (1: every round alike)"),
     "training.logging_steps": _int_at_least(1),

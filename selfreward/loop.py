@@ -782,10 +782,9 @@ def stage_pairs(cfg, run_dir: str | Path, t: int, *, res: Resources | None = Non
 
 
 def eft_pairs_rows(cfg, t: int) -> int:
-    """Seed EFT rows M_t judges in iteration t (``training.eft_pairs_rows``; none after
-    ``training.eft_pairs_until_iteration`` when that is set)."""
-    until = cfg.training.eft_pairs_until_iteration
-    return cfg.training.eft_pairs_rows if not until or t <= until else 0
+    """Seed EFT rows M_t judges in iteration t (t >= 1): ``training.eft_pairs_rows`` times
+    ``training.eft_pairs_rows_decay`` to the power t-1, rounded (decay 0: the first round only)."""
+    return round(cfg.training.eft_pairs_rows * cfg.training.eft_pairs_rows_decay ** (t - 1))
 
 
 def judge_pairs_enabled(cfg, t: int) -> bool:
@@ -807,8 +806,8 @@ def stage_judge_pairs(cfg, run_dir: str | Path, t: int, *, res: Resources | None
     """Iteration t, pairs for the judge prompt that DPO trains on with the response pairs. With
     ``meta_judge.enabled``: M_t meta-judges its own contested judgments into
     ``m{t+1}/judge_pairs.jsonl`` (Meta-Rewarding, :mod:`selfreward.meta_judge`); with
-    ``training.eft_pairs_rows`` (up to ``training.eft_pairs_until_iteration``): M_t judges that many
-    seed EFT rows into ``m{t+1}/eft_pairs.jsonl`` (:func:`write_eft_pairs`). Without either it does
+    ``training.eft_pairs_rows`` (scaled each round by ``training.eft_pairs_rows_decay``): M_t judges
+    that many seed EFT rows into ``m{t+1}/eft_pairs.jsonl`` (:func:`write_eft_pairs`). Without either it does
     nothing and writes nothing."""
     if not judge_pairs_enabled(cfg, t):
         return {}

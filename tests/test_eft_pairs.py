@@ -10,6 +10,7 @@ from conftest import TINY_RUN, compose_config
 
 from selfreward.config import ConfigError, validate
 from selfreward.judge import judge_message, seed_judgment_pairs
+from selfreward.loop import eft_pairs_rows as loop_eft_pairs_rows
 from selfreward.prompts import load_template
 from selfreward.rundir import read_jsonl
 
@@ -55,7 +56,7 @@ def test_pairs_where_the_judge_disagrees_with_the_seed_row():
 
 @pytest.mark.parametrize("overrides, message", [
     (["training.eft_pairs_rows=-1"], "training.eft_pairs_rows=-1; allowed: an integer >= 0"),
-    (["training.eft_pairs_until_iteration=-1"], "training.eft_pairs_until_iteration=-1; allowed: an integer >= 0"),
+    (["training.eft_pairs_rows_decay=1.5"], r"training.eft_pairs_rows_decay=1.5; allowed: a number in \[0, 1\]"),
     (["training.eft_pairs_rows=10", "judge=expected"], "training.eft_pairs_rows=10 with judge.mode=expected"),
     (["training.eft_pairs_rows=10", "training.objective=rft"], "training.eft_pairs_rows=10 with training.objective=rft"),
 ])
@@ -117,10 +118,19 @@ def test_eft_pairs_join_the_rounds_dpo(tiny_run, tmp_path, monkeypatch):
     assert "time/judge_pairs_s" in row
 
 
-def test_eft_pairs_until_an_iteration(tiny_run, tmp_path, monkeypatch):
-    """training.eft_pairs_until_iteration=1 over two iterations: the first round's DPO gets the
-    seed rows' judgment pairs, the second's only its response pairs, and its folder and metrics row
-    hold no judge_pairs stage."""
+def test_eft_pairs_rows_per_round():
+    cfg = compose_config([*TINY_RUN, "training.eft_pairs_rows=2000"])
+    assert [loop_eft_pairs_rows(cfg, t) for t in (1, 2, 3)] == [2000, 2000, 2000]
+    cfg.training.eft_pairs_rows_decay = 0.25
+    assert [loop_eft_pairs_rows(cfg, t) for t in (1, 2, 3)] == [2000, 500, 125]
+    cfg.training.eft_pairs_rows_decay = 0.0
+    assert [loop_eft_pairs_rows(cfg, t) for t in (1, 2, 3)] == [2000, 0, 0]
+
+
+def test_eft_pairs_in_the_first_round_only(tiny_run, tmp_path, monkeypatch):
+    """training.eft_pairs_rows_decay=0 over two iterations: the first round's DPO gets the seed
+    rows' judgment pairs, the second's only its response pairs, and its folder and metrics row hold
+    no judge_pairs stage."""
     import selfreward.loop as loop
 
     trained = _record_dpo_with_an_always_five_judge(monkeypatch)
@@ -128,7 +138,7 @@ def test_eft_pairs_until_an_iteration(tiny_run, tmp_path, monkeypatch):
     for name in ("data", "m0", "m1"):
         shutil.copytree(tiny_run / name, run_dir / name)
     cfg = compose_config([*TINY_RUN, "iterations=2", "training.eft_pairs_rows=30",
-                          "training.eft_pairs_until_iteration=1"])
+                          "training.eft_pairs_rows_decay=0"])
     loop.run(cfg, run_dir)
     first, second = trained
     eft_pairs = read_jsonl(run_dir / "m2" / "eft_pairs.jsonl")

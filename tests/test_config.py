@@ -55,8 +55,8 @@ def test_judge_overrule_builds_on_judge_trace():
     # the rest of the DPO settings stay.
     assert (cfg.training.dpo.sft_weight, cfg.training.dpo.beta, cfg.training.iteration_lr_decay) == (6.0, 0.1, 0.6)
     assert _compose(["experiment=judge_trace"]).training.iteration_lr_decay == 0.3
-    # 2,000 seed EFT rows judged in the first round, 500 in the second.
-    assert (cfg.training.eft_pairs_rows, cfg.training.eft_pairs_rows_decay) == (2000, 0.25)
+    # 4,000 seed EFT rows judged in the first round, 500 in the second.
+    assert (cfg.training.eft_pairs_rows, cfg.training.eft_pairs_rows_decay) == (4000, 0.125)
     validate(cfg)
 
 

@@ -827,8 +827,8 @@ def stage_judge_pairs(cfg, run_dir: str | Path, t: int, *, res: Resources | None
                 oracle = res.oracle
                 info.update(write_judge_pairs(engine, cfg, seed=stage_seed(cfg.seed, model, "judge_pairs"), out=out,
                                               score=oracle.score if oracle else None))
-            if eft_pairs_rows(cfg, t):
-                info.update(write_eft_pairs(engine, res.data, cfg, n_rows=eft_pairs_rows(cfg, t),
+            if n_rows := eft_pairs_rows(cfg, t):
+                info.update(write_eft_pairs(engine, res.data, cfg, n_rows=n_rows,
                                             seed=stage_seed(cfg.seed, model, "eft_pairs"), out=out))
             return info
 

@@ -74,6 +74,31 @@ def pairwise_accuracy(groups: Sequence[Group]) -> float:
     return agree / total if total else float("nan")
 
 
+def pairwise_accuracy_se(groups: Sequence[Group]) -> float:
+    """Standard error of :func:`pairwise_accuracy` over prompts (groups), not over pairs.
+
+    A prompt's pairs share its responses and judgments, so they are not independent draws; the
+    prompt is the unit that was sampled. This is the usual ratio-estimator (cluster) standard
+    error: with ``a_g`` pairs agreeing out of ``n_g`` in group ``g``, ``p = sum a / sum n`` and
+    ``se = sqrt(G / (G - 1) * sum (a_g - p n_g)^2) / sum n`` over the ``G`` groups that have
+    gold-ordered pairs. ``nan`` with fewer than two such groups.
+    """
+    agree, total = [], []
+    for group in groups:
+        gold, pred = _unpack(group)
+        gold_signs, pred_signs = _pair_signs(gold), _pair_signs(pred)
+        ordered = gold_signs != 0
+        if ordered.any():
+            total.append(int(ordered.sum()))
+            agree.append(int((pred_signs[ordered] == gold_signs[ordered]).sum()))
+    n_groups = len(total)
+    if n_groups < 2:
+        return float("nan")
+    a, n = np.asarray(agree, dtype=float), np.asarray(total, dtype=float)
+    p = a.sum() / n.sum()
+    return float(np.sqrt(n_groups / (n_groups - 1) * np.sum((a - p * n) ** 2)) / n.sum())
+
+
 def five_best(groups: Sequence[Group], top: float = 5) -> float:
     """Share of groups whose gold-best response gets the judge's top score ``top``.
 
@@ -187,7 +212,8 @@ def kendall_tau(groups: Sequence[Group]) -> float:
 def judge_metrics(groups: Sequence[Group], top: float = 5) -> dict[str, float]:
     """All judge metrics for ``groups`` in one dict (``top``: the highest score, for ``five_best``).
 
-    Keys: ``pairwise_accuracy``, ``five_best``, ``exact_match``, ``spearman``, ``kendall_tau``
+    Keys: ``pairwise_accuracy`` and its standard error over prompts ``pairwise_accuracy_se``,
+    ``five_best``, ``exact_match``, ``spearman``, ``kendall_tau``
     (as the functions of the same names), ``parse_failure_rate`` (share of ``None`` predictions
     among all responses, ``nan`` if there are none), ``n_groups`` (number of groups) and
     ``n_pairs`` (number of gold-ordered pairs that ``pairwise_accuracy`` scores).
@@ -198,6 +224,7 @@ def judge_metrics(groups: Sequence[Group], top: float = 5) -> dict[str, float]:
     n_pairs = sum(int(np.count_nonzero(_pair_signs(gold))) for gold, _ in unpacked)
     return {
         "pairwise_accuracy": pairwise_accuracy(groups),
+        "pairwise_accuracy_se": pairwise_accuracy_se(groups),
         "five_best": five_best(groups, top=top),
         "exact_match": exact_match(groups),
         "spearman": spearman(groups),

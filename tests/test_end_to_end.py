@@ -14,7 +14,7 @@ from selfreward.rundir import read_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIRED_KEYS = {
-    "model", "judge/pairwise_accuracy", "judge/exact_match", "judge/spearman", "judge/kendall_tau",
+    "model", "judge/pairwise_accuracy", "judge/pairwise_accuracy_se", "judge/exact_match", "judge/spearman", "judge/kendall_tau",
     "judge/parse_failure_rate", "policy/oracle_accuracy", "policy/oracle_accuracy_sampled", "policy/mean_length",
     "prompts/count", "pairs/count", "pairs/tie_rate",
 }

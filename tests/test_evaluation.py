@@ -69,6 +69,9 @@ def test_evaluate_judge_by_hand(tmp_path):
     # Group p: pairs (good,ok) right, (good,bad) right, (ok,bad) wrong (1 < 2); group q: x has no
     # score, so its pair counts as wrong. 2 of 4 pairs: 0.5.
     assert result["judge/pairwise_accuracy"] == 0.5
+    # Its standard error over the two prompts: residuals 2 - 0.5*3 = 0.5 and 0 - 0.5*1 = -0.5,
+    # sqrt(2/1 * 0.5) / 4 pairs = 0.25.
+    assert result["judge/pairwise_accuracy_se"] == pytest.approx(0.25)
     # Exact match: p's order is wrong, q has a failure: 0 of 2. 5-best: p's best got 5, q's has none: 1/2.
     assert result["judge/exact_match"] == 0.0 and result["judge/five_best"] == 0.5
     # 2 judgments per response, those of x fail: 2 of 10.

@@ -171,3 +171,34 @@ def test_judge_consistency_runs_on_a_finished_run(tiny_run):
     assert 1 <= lines["candidates"] <= 6
     for key in ("greedy score = oracle's", "one sampled score = oracle's", "most common sampled score = oracle's"):
         assert 0.0 <= lines[key] <= 1.0
+
+
+def test_judge_heldout_on_a_finished_run(tiny_run, tmp_path):
+    """More held-out judge rows judged by M1 of a real run; its own-set number is the loop's metric,
+    recomputed from m1/eval_judge.jsonl; a second call reads the first's result back."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)  # the shared run stays as the other tests read it
+    command = [sys.executable, str(SCRIPT.with_name("judge_heldout.py")), str(run), "--models", "1", "--prompts", "6"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
+    summary = [json.loads(line) for line in (run / "judge_heldout" / "summary.jsonl").read_text().splitlines()]
+    assert [(r["model"], r["prompts"]) for r in summary] == [(1, 6)]
+    judged = [json.loads(line) for line in (run / "judge_heldout" / "m1" / "eval_judge.jsonl").read_text().splitlines()]
+    assert len(judged) == 6 * 4 and len({r["prompt"] for r in judged}) == 6
+    assert not {r["prompt"] for r in judged} & {json.loads(line)["prompt"]
+                                                 for line in (run / "data" / "judge_eval.jsonl").read_text().splitlines()}
+    row = summary[0]
+    assert 0.0 <= row["judge/pairwise_accuracy"] <= 1.0 and row["judge/pairwise_accuracy_se"] >= 0.0
+    loop = next(json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+                if json.loads(line)["model"] == 1)
+    own = f"own {loop['judge/pairwise_accuracy']:.3f} ± "
+    assert own in first and f"extra {row['judge/pairwise_accuracy']:.3f} ± {row['judge/pairwise_accuracy_se']:.3f}" in first
+    mtime = (run / "judge_heldout" / "m1" / "eval_judge.jsonl").stat().st_mtime_ns
+    second = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
+    assert second == first
+    assert (run / "judge_heldout" / "m1" / "eval_judge.jsonl").stat().st_mtime_ns == mtime
+    assert len((run / "judge_heldout" / "summary.jsonl").read_text().splitlines()) == 1
+    bad = subprocess.run([*command[:2], str(tmp_path)], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "not a run directory" in bad.stderr

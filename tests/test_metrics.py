@@ -16,6 +16,7 @@ from selfreward.metrics import (
     kendall_tau,
     length_bias,
     pairwise_accuracy,
+    pairwise_accuracy_se,
     spearman,
     win_rate,
 )
@@ -183,6 +184,20 @@ def test_group_correlations_nan_without_defined_groups():
     assert math.isnan(kendall_tau([]))
 
 
+def test_pairwise_accuracy_se_by_hand():
+    # A: 2 of 3 pairs agree; B: 0 of 2 (a predicted tie and a None). p = 2/5; residuals
+    # a_g - p n_g = 0.8 and -0.8; se = sqrt(2/1 * 1.28) / 5 = 0.32.
+    assert pairwise_accuracy_se([GROUP_A, GROUP_B]) == pytest.approx(0.32)
+    # One gold-ordered pair per prompt: the binomial se with G - 1, sqrt(p (1 - p) / (G - 1)).
+    one_pair = [JudgeGroup(gold=[2, 1], pred=[p, 0]) for p in (1, 0, 0, 0)]
+    assert pairwise_accuracy_se(one_pair) == pytest.approx(math.sqrt(0.25 * 0.75 / 3))
+    # A prompt without gold-ordered pairs is not a unit; fewer than two units give nan.
+    tied = JudgeGroup(gold=[2, 2], pred=[1, 0])
+    assert pairwise_accuracy_se([GROUP_A, GROUP_B, tied]) == pytest.approx(0.32)
+    assert math.isnan(pairwise_accuracy_se([GROUP_A, tied]))
+    assert math.isnan(pairwise_accuracy_se([]))
+
+
 # --- summary -------------------------------------------------------------------------------
 
 
@@ -191,6 +206,7 @@ def test_judge_metrics():
     metrics = judge_metrics(groups)
     assert set(metrics) == {
         "pairwise_accuracy",
+        "pairwise_accuracy_se",
         "five_best",
         "exact_match",
         "spearman",
@@ -200,6 +216,7 @@ def test_judge_metrics():
         "n_pairs",
     }
     assert metrics["pairwise_accuracy"] == pytest.approx(0.4)
+    assert metrics["pairwise_accuracy_se"] == pytest.approx(0.32)
     assert metrics["five_best"] == five_best(groups)
     assert metrics["exact_match"] == exact_match(groups)
     assert metrics["spearman"] == spearman(groups)

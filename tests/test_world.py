@@ -18,7 +18,9 @@ from selfreward.data.builtin import (
     answer,
     build_base_model,
     build_tokenizer,
+    _world_prompts,
     build_world,
+    extra_judge_eval,
     is_correct,
     judgment_text,
     verification_trace,
@@ -355,6 +357,31 @@ def test_held_out_prompts_are_disjoint(world_dir):
     # Self-instruction prompts quote only IFT prompts as shots.
     held_out = sets["eval"] | sets["judge"]
     assert not any(p in r["prompt"] for r in ift for p in held_out)
+
+
+def test_extra_judge_eval_rows_are_held_out(tmp_path):
+    cfg = WorldConfig(**SMALL, n_eft_own=25)
+    build_world(cfg, tmp_path)
+    world = set().union(*_world_prompts(cfg)[0])
+    ift = read_jsonl(tmp_path / "ift.jsonl")
+    # The sets it is disjoint from are the world files' own prompts.
+    for name in ("eval_prompts.jsonl", "judge_eval.jsonl", "eft_own_prompts.jsonl"):
+        assert {r["prompt"] for r in read_jsonl(tmp_path / name)} <= world, name
+    assert {r["prompt"] for r in ift if parse_prompt(r["prompt"])} <= world
+    assert {r["response"] for r in ift if not parse_prompt(r["prompt"])} <= world
+    rows = extra_judge_eval(cfg, 30)
+    prompts = [r["prompt"] for r in rows]
+    assert len(set(prompts)) == 30 and not set(prompts) & world
+    for r in rows:
+        assert len(set(r["responses"])) == cfg.judge_eval_responses
+        assert r["scores"] == [oracle_score(r["prompt"], x) for x in r["responses"]]
+        assert len(set(r["scores"])) >= 2
+    # Deterministic, and a smaller set is the larger's first rows; a world of another seed differs.
+    assert extra_judge_eval(cfg, 30) == rows
+    assert extra_judge_eval(cfg, 10) == rows[:10]
+    assert extra_judge_eval(WorldConfig(**SMALL, n_eft_own=25, seed=1), 10) != rows[:10]
+    with pytest.raises(ValueError, match="at least 1"):
+        extra_judge_eval(cfg, 0)
 
 
 def test_eval_prompts(world_dir):

@@ -597,6 +597,44 @@ def _judge_eval_row(rng: random.Random, prompt: str, k: int) -> dict:
     raise RuntimeError(f"could not draw {k} distinct, differently scored responses to {prompt!r}")
 
 
+def _world_prompts(cfg: WorldConfig) -> tuple[list[list[str]], Callable[[int], list[str]]]:
+    """The world's prompt sets (eval, judge-eval, IFT, EFT, self-instruction targets, own-answer
+    prompts), drawn in that order from one stream, and a function drawing more prompts from the
+    same stream, disjoint from all of them."""
+    # Held-out sets are drawn first so that they do not change when training counts do.
+    # One stream of distinct prompts; only the task demonstrations follow ift_task_weights (the
+    # held-out sets stay uniform over tasks). Uniform weights draw exactly what one draw would.
+    rng, seen = random.Random(cfg.seed), set()
+    used = {(t, k): 0 for t in cfg.tasks for k in range(cfg.min_items, cfg.max_items + 1)}
+
+    def draw(n: int, weights: dict[str, float] | None = None) -> list[str]:
+        return _distinct_prompts(cfg, rng, n, task_weights=weights, seen=seen, used=used)
+
+    eval_p, judge_p = draw(cfg.n_eval_prompts), draw(cfg.n_judge_eval)
+    ift_p = draw(cfg.n_ift, cfg.ift_weights())
+    eft_p, new_p = draw(cfg.n_eft), draw(cfg.n_self_instruct)
+    own_p = draw(cfg.n_eft_own)  # drawn last: the other files are those of a world without them
+    return [eval_p, judge_p, ift_p, eft_p, new_p, own_p], draw
+
+
+def extra_judge_eval(cfg, n: int) -> list[dict]:
+    """``n`` more held-out judge rows like ``judge_eval.jsonl``'s, for a less noisy judge measure.
+
+    Their prompts are drawn (uniform over tasks) after all of the world's own, so they are disjoint
+    from every prompt the world holds; their responses come from a stream of their own. The world's
+    files are not changed: a run made before this existed can be measured on them. Deterministic
+    given ``cfg`` (a :class:`WorldConfig` or a run's config, whose ``data.world`` is used); the
+    first ``n`` rows of a larger ``n`` are the rows of the smaller.
+    """
+    world = cfg if isinstance(cfg, WorldConfig) else _world_config(cfg)
+    world.validate()
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    prompts = _world_prompts(world)[1](n)
+    rng = random.Random(f"{world.seed}/judge_eval_extra")
+    return [_judge_eval_row(rng, p, world.judge_eval_responses) for p in prompts]
+
+
 def build_world(cfg: WorldConfig, out_dir: Path | str) -> dict:
     """Write the world's data files into ``out_dir`` and return what ``world.json`` holds.
 
@@ -610,21 +648,7 @@ def build_world(cfg: WorldConfig, out_dir: Path | str) -> dict:
     cfg.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-
-    # Held-out sets are drawn first so that they do not change when training counts do.
-    # One stream of distinct prompts; only the task demonstrations follow ift_task_weights (the
-    # held-out sets stay uniform over tasks). Uniform weights draw exactly what one draw would.
-    rng, seen = random.Random(cfg.seed), set()
-    used = {(t, k): 0 for t in cfg.tasks for k in range(cfg.min_items, cfg.max_items + 1)}
-    ift_weights = cfg.ift_weights()
-
-    def draw(n: int, weights: dict[str, float] | None = None) -> list[str]:
-        return _distinct_prompts(cfg, rng, n, task_weights=weights, seen=seen, used=used)
-
-    eval_p, judge_p = draw(cfg.n_eval_prompts), draw(cfg.n_judge_eval)
-    ift_p = draw(cfg.n_ift, ift_weights)
-    eft_p, new_p = draw(cfg.n_eft), draw(cfg.n_self_instruct)
-    own_p = draw(cfg.n_eft_own)  # drawn last: the other files are those of a world without them
+    eval_p, judge_p, ift_p, eft_p, new_p, own_p = _world_prompts(cfg)[0]
 
     # One random stream per file, so that drawing one file's rows never shifts another's.
     template = load_template(cfg.self_instruct_template)

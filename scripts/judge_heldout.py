@@ -12,8 +12,9 @@ model judge them with the run's judge settings (template, length, repeats, tempe
 ``judge.continue_unscored``) and the seed the loop's evaluation uses, and prints, per model, the
 pairwise accuracy with its standard error over prompts (``pairwise_accuracy_se``) on the run's own
 set (from ``m<t>/eval_judge.jsonl``, nothing re-run) and on the larger one. Written to
-``<run>/judge_heldout/``: ``m<t>/eval_judge.jsonl`` (the judgments) and ``summary.jsonl`` (one row
-per model and size; a model already measured at that size is read back, not judged again).
+``<run>/judge_heldout/``: ``m<t>/eval_judge.jsonl`` (the judgments of the last size measured) and
+``summary.jsonl`` (one row per model and size; a model already measured at that size is read back,
+not judged again).
 Built-in world only; the loop never reads any of it.
 """
 

@@ -54,6 +54,18 @@ def _mean_or_nan(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def _pair_agreement(groups: Sequence[Group]) -> list[tuple[int, int]]:
+    """Per group: (gold-ordered pairs the judge orders the same way, gold-ordered pairs)."""
+    counts = []
+    for group in groups:
+        gold, pred = _unpack(group)
+        gold_signs, pred_signs = _pair_signs(gold), _pair_signs(pred)
+        ordered = gold_signs != 0
+        # A nan sign (a None prediction) compares unequal to everything: a disagreement.
+        counts.append((int((pred_signs[ordered] == gold_signs[ordered]).sum()), int(ordered.sum())))
+    return counts
+
+
 def pairwise_accuracy(groups: Sequence[Group]) -> float:
     """Share of gold-ordered response pairs that the judge orders the same way.
 
@@ -63,14 +75,8 @@ def pairwise_accuracy(groups: Sequence[Group]) -> float:
     either prediction is ``None`` is a disagreement too, so that a judge whose output fails to
     parse cannot look accurate. Pairs tied in gold are left out. ``nan`` if there are no pairs.
     """
-    agree = total = 0
-    for group in groups:
-        gold, pred = _unpack(group)
-        gold_signs, pred_signs = _pair_signs(gold), _pair_signs(pred)
-        ordered = gold_signs != 0
-        total += int(ordered.sum())
-        # A nan sign (a None prediction) compares unequal to everything: a disagreement.
-        agree += int((pred_signs[ordered] == gold_signs[ordered]).sum())
+    counts = _pair_agreement(groups)
+    agree, total = sum(a for a, _ in counts), sum(n for _, n in counts)
     return agree / total if total else float("nan")
 
 
@@ -83,18 +89,11 @@ def pairwise_accuracy_se(groups: Sequence[Group]) -> float:
     ``se = sqrt(G / (G - 1) * sum (a_g - p n_g)^2) / sum n`` over the ``G`` groups that have
     gold-ordered pairs. ``nan`` with fewer than two such groups.
     """
-    agree, total = [], []
-    for group in groups:
-        gold, pred = _unpack(group)
-        gold_signs, pred_signs = _pair_signs(gold), _pair_signs(pred)
-        ordered = gold_signs != 0
-        if ordered.any():
-            total.append(int(ordered.sum()))
-            agree.append(int((pred_signs[ordered] == gold_signs[ordered]).sum()))
-    n_groups = len(total)
+    counts = [(a, n) for a, n in _pair_agreement(groups) if n]
+    n_groups = len(counts)
     if n_groups < 2:
         return float("nan")
-    a, n = np.asarray(agree, dtype=float), np.asarray(total, dtype=float)
+    a, n = (np.asarray(column, dtype=float) for column in zip(*counts))
     p = a.sum() / n.sum()
     return float(np.sqrt(n_groups / (n_groups - 1) * np.sum((a - p * n) ** 2)) / n.sum())
 

@@ -27,6 +27,32 @@ def head_to_head(scores_a: list[float], scores_b: list[float]) -> dict:
     return metrics.win_rate(outcomes)
 
 
+def head_to_head_parts(scores_a: list[float], scores_b: list[float], correct_a: list[bool],
+                       correct_b: list[bool]) -> dict:
+    """:func:`head_to_head`'s win rate split into what the answers' accuracy decides and what the
+    graded score adds, for an oracle whose right answers outscore every wrong one.
+
+    Then a prompt where exactly one answer is right is won by it, and ``win_rate = 0.5 +
+    accuracy_part + partial_credit_part`` exactly: ``accuracy_part = (acc_a - acc_b) / 2``, and
+    ``partial_credit_part`` is half the mean, over all prompts, of +1 / -1 / 0 where both answers
+    are wrong and A's grade is above / below / equal to B's. So a 55% win rate needs A ten points
+    more accurate than B, less what partial credit gives. Raises ``ValueError`` if a right answer
+    does not outscore a wrong one on the same prompt, or the lists differ in length."""
+    n = len(scores_a)
+    if not (len(scores_b) == len(correct_a) == len(correct_b) == n) or n == 0:
+        raise ValueError("scores and correctness must cover the same prompts, at least one")
+    partial = 0
+    for sa, sb, ra, rb in zip(scores_a, scores_b, correct_a, correct_b):
+        if ra != rb and (sa > sb) != ra:
+            raise ValueError(f"a right answer does not outscore a wrong one (scores {sa} and {sb})")
+        if not ra and not rb:
+            partial += (sa > sb) - (sa < sb)
+    result = head_to_head(scores_a, scores_b)
+    result.update(accuracy_a=sum(correct_a) / n, accuracy_b=sum(correct_b) / n,
+                  accuracy_part=(sum(correct_a) - sum(correct_b)) / n / 2, partial_credit_part=partial / n / 2)
+    return result
+
+
 def self_judge_quality(pairs: list[dict], judged: list[dict], score: Callable[[str, str], float | None],
                        correct: Callable[[str, str], bool] | None = None) -> dict:
     """How well the loop's own judge ordered the loop's own candidates, measured by an oracle's

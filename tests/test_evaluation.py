@@ -12,6 +12,7 @@ from selfreward.evaluation import (
     evaluate_judge,
     evaluate_position_bias,
     head_to_head,
+    head_to_head_parts,
     selection_accuracy,
 )
 from selfreward.rewards import Context
@@ -25,6 +26,29 @@ def test_head_to_head_by_hand():
     assert (result["win"], result["tie"], result["loss"], result["win_rate"]) == (0.5, 0.25, 0.25, 0.625)
     with pytest.raises(ValueError):
         head_to_head([1, 2], [1])
+
+
+def test_head_to_head_parts_by_hand():
+    # Prompts: A right / B wrong (win), both right (tie), both wrong 3 > 1 (win), both wrong 2 < 4
+    # (loss), A wrong / B right (loss), both wrong 2 = 2 (tie). Win rate (2 + 2 * 0.5) / 6 = 0.5.
+    # Accuracy 2/6 each: accuracy part 0; both-wrong signs +1, -1, 0: partial-credit part 0.
+    a, b = [5, 5, 3, 2, 1, 2], [2, 5, 1, 4, 5, 2]
+    ra, rb = [True, True, False, False, False, False], [False, True, False, False, True, False]
+    result = head_to_head_parts(a, b, ra, rb)
+    assert result["win_rate"] == 0.5 and result["accuracy_part"] == 0 and result["partial_credit_part"] == 0
+    # B's both-wrong answer on the fourth prompt graded 1 instead of 4: A wins it. Win rate 4/6,
+    # partial-credit part (+1 +1 +0) / 6 / 2 = 1/6, and 0.5 + 0 + 1/6 is the win rate.
+    b[3] = 1
+    result = head_to_head_parts(a, b, ra, rb)
+    assert result["win_rate"] == pytest.approx(4 / 6) and result["partial_credit_part"] == pytest.approx(1 / 6)
+    # Accuracy alone: A right on 3 of 4, B on 1 of 4, both wrong and graded alike on the last:
+    # wins 2, ties 2 -> 0.75 = 0.5 + (3 - 1) / 4 / 2.
+    result = head_to_head_parts([5, 5, 5, 0], [0, 0, 5, 0], [True, True, True, False], [False, False, True, False])
+    assert (result["win_rate"], result["accuracy_part"], result["accuracy_a"]) == (0.75, 0.25, 0.75)
+    with pytest.raises(ValueError, match="outscore"):  # a right answer graded below a wrong one
+        head_to_head_parts([3], [4], [True], [False])
+    with pytest.raises(ValueError):
+        head_to_head_parts([], [], [], [])
 
 
 class ScoreByResponse:
@@ -242,3 +266,24 @@ def test_evaluate_best_of_n_by_hand(tmp_path):
     rows = read_jsonl(tmp_path / "eval_best_of_n.jsonl")
     assert rows[1] == {"prompt": "q", "responses": ["yy", "y", "x", "yyy"], "scores": [2.0, 1.0, 1.0, 3.0],
                        "correct": [False, False, True, False]}
+
+
+def test_head_to_head_script_matches_the_loop(tiny_run):
+    # scripts/head_to_head.py on the sampled answers gives the loop's own h2h/vs_m1_win_rate_sampled,
+    # and its split adds up to it.
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "head_to_head.py"
+    out = subprocess.run([sys.executable, str(script), str(tiny_run), "--a", "3", "--b", "1", "--answers", "sampled"],
+                         capture_output=True, text=True, check=True).stdout
+    m3 = read_jsonl(tiny_run / "metrics.jsonl")[2]
+    win_rate = float(re.search(r"win rate \(ties half\) ([\d.]+)%", out).group(1)) / 100
+    assert win_rate == pytest.approx(m3["h2h/vs_m1_win_rate_sampled"], abs=5e-4)
+    acc_part, partial = (float(x) for x in re.search(r"= 0\.5 ([+-][\d.]+) .* ([+-][\d.]+) \(partial", out).groups())
+    assert 0.5 + acc_part + partial == pytest.approx(win_rate, abs=1e-3)
+    m1 = read_jsonl(tiny_run / "metrics.jsonl")[0]
+    gap = m3["policy/oracle_accuracy_sampled"] - m1["policy/oracle_accuracy_sampled"]
+    assert acc_part == pytest.approx(gap / 2, abs=1e-4)

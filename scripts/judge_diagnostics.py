@@ -19,7 +19,9 @@ preference pairs (the loop's own ``pairs.jsonl``, so whatever pair rule the run 
   the overruled pairs): how often each side is right, and how often both are equally right;
 * for a judge that writes a verification trace (``data.world.judge_trace``), M1's and M_t's
   held-out judgments (``m{1,t}/eval_judge.jsonl``): how often each kind of lookup in the trace is
-  wrong, and how often the judge's ``items`` verdict departs from what its own trace says.
+  wrong, and how often the judge's ``items`` verdict departs from what its own trace says;
+* for every evaluated M_t, its held-out verdicts' errors by direction (lenient: ``yes`` to a check
+  the oracle fails; harsh: ``no`` to one it passes), split by whether its trace is exactly right.
 """
 
 from __future__ import annotations
@@ -188,6 +190,36 @@ def trace_errors(path: Path) -> dict[str, list[int]]:
     return dict(counts)
 
 
+def verdict_bias(path: Path) -> dict[str, list[int]]:
+    """The direction of the judge's verdict errors on held-out judgments, split by whether its
+    verification trace is exactly right: key -> [judgments, any verdict wrong, lenient verdicts,
+    harsh verdicts], keys ``"trace right"``, ``"trace wrong"`` and ``"no trace"``. A lenient
+    verdict says ``yes`` to a check the oracle fails, a harsh one ``no`` to a check it passes.
+    Only judgments with a readable score and a verdict line naming every check."""
+    counts = collections.defaultdict(lambda: [0, 0, 0, 0])
+    for r in read_jsonl(path):
+        truth = rubric_checks(r["prompt"], r["response"])
+        if truth is None:
+            continue
+        trace = verification_trace(r["prompt"], r["response"])
+        for judgment, score in zip(r["judgments"], r["scores"], strict=True):
+            lines = judgment.split("\n")
+            verdict = next((ln for ln in lines if ln.startswith(CHECKS[0])), "")
+            said = dict(part.split() for part in verdict.split(",") if len(part.split()) == 2)
+            if score is None or set(CHECKS) - set(said):
+                continue
+            key = "no trace" if not judgment.startswith("response") or trace is None else (
+                "trace right" if lines[:2] == trace.split("\n") else "trace wrong")
+            lenient = sum(said[c] == "yes" and not truth[c] for c in CHECKS)
+            harsh = sum(said[c] != "yes" and truth[c] for c in CHECKS)
+            row = counts[key]
+            row[0] += 1
+            row[1] += bool(lenient or harsh)
+            row[2] += lenient
+            row[3] += harsh
+    return dict(counts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
@@ -233,6 +265,18 @@ def main() -> None:
                 pooled_trace[key][0] += n
                 pooled_trace[key][1] += wrong
         pooled_traces.append(pooled_trace)
+    models = sorted({int(p.parent.name[1:]) for run in args.runs for p in run.glob("m*/eval_judge.jsonl")})
+    print(f"\nThe direction of the verdicts' errors on the held-out set (pooled over {len(args.runs)} runs): "
+          "judgments, share with a wrong verdict, lenient and harsh verdicts per judgment")
+    for model in models:
+        pooled_bias = collections.defaultdict(lambda: [0, 0, 0, 0])
+        for run in args.runs:
+            if (run / f"m{model}" / "eval_judge.jsonl").is_file():
+                for key, row in verdict_bias(run / f"m{model}" / "eval_judge.jsonl").items():
+                    pooled_bias[key] = [a + b for a, b in zip(pooled_bias[key], row, strict=True)]
+        for key in sorted(pooled_bias):
+            n, wrong, lenient, harsh = pooled_bias[key]
+            print(f"  M{model} {key:12s} {n:6d}  {wrong / n:.2f}  lenient {lenient / n:.2f}  harsh {harsh / n:.2f}")
     if any(pooled_traces):
         header = " | ".join(f"M{m}" for m in sorted({1, args.model}))
         print(f"\nThe verification trace on the held-out set, share wrong (pooled over {len(args.runs)} runs; {header}):")

@@ -256,6 +256,12 @@ class TrainingConfig:
     # Iteration t judges eft_pairs_rows x eft_pairs_rows_decay^(t-1) rows (rounded): 1, every round
     # alike; 0, the first round only.
     eft_pairs_rows_decay: float = 1.0
+    # false: each judgment pair trains only its seed judgment, through DPO's NLL term
+    # (training.dpo.sft_weight), with no push against M_t's own judgment (its rejected side is the
+    # seed judgment again, so the preference term's gradient is zero). DPO's push on verdicts that
+    # differ in one word moves that word everywhere: after the first round's pairs, which mostly
+    # reject a lenient "exact yes", M2 answered "exact no" to 91% of right answers (docs/results.md).
+    eft_pairs_push: bool = True
     # Rehearsal of M_t's own work in its round (self-synthesised rehearsal, Huang et al. 2024,
     # arXiv 2403.01244): this many rows, a third each of the prompts it wrote that the loop kept
     # (request -> prompt), its judgments of the round's chosen and rejected answers (filled judge
@@ -645,6 +651,10 @@ def _check_rules(cfg) -> None:
             raise ConfigError(f"invalid config: training.eft_pairs_rows={cfg.training.eft_pairs_rows} with "
                               f"training.objective={cfg.training.objective}; allowed: dpo (judgment pairs are "
                               f"preference pairs)")
+        if not cfg.training.eft_pairs_push and not cfg.training.dpo.sft_weight:
+            raise ConfigError("invalid config: training.eft_pairs_push=false with training.dpo.sft_weight=0; the "
+                              "judgment pairs would train nothing: set training.dpo.sft_weight above 0 (their seed "
+                              "judgments are trained by DPO's NLL term) or training.eft_pairs_push=true")
     # The data source checks its own keys, and what the model and judge ask of it.
     from selfreward.data import check_source
 

@@ -837,12 +837,19 @@ def stage_judge_pairs(cfg, run_dir: str | Path, t: int, *, res: Resources | None
 
 def training_pairs(cfg, out: Path, t: int) -> list[dict]:
     """What iteration t's DPO trains on: the response pairs, with the meta-judge its judgment pairs
-    too, and with ``training.eft_pairs_rows`` (in that iteration) the seed EFT rows' judgment pairs."""
+    too, and with ``training.eft_pairs_rows`` (in that iteration) the seed EFT rows' judgment pairs
+    (with ``training.eft_pairs_push=false``, their seed judgments on both sides)."""
     pairs = read_jsonl(out / "pairs.jsonl")
     if cfg.meta_judge.enabled:
         pairs += read_jsonl(out / "judge_pairs.jsonl")
     if eft_pairs_rows(cfg, t):
-        pairs += read_jsonl(out / "eft_pairs.jsonl")
+        judged = read_jsonl(out / "eft_pairs.jsonl")
+        if not cfg.training.eft_pairs_push:
+            # TRL trains its NLL term on a pair's chosen side only: with the seed judgment on both
+            # sides the preference term is the same on both and its gradient zero, so the row
+            # is supervised fine-tuning inside the same DPO steps (no second trainer, same schedule).
+            judged = [{**p, "rejected": p["chosen"]} for p in judged]
+        pairs += judged
     return pairs
 
 

@@ -148,3 +148,54 @@ def test_eft_pairs_in_the_first_round_only(tiny_run, tmp_path, monkeypatch):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert rows[1]["eft_pairs/pairs"] == len(eft_pairs) and "time/judge_pairs_s" in rows[1]
     assert not any(k.startswith("eft_pairs/") or k == "time/judge_pairs_s" for k in rows[2])
+
+
+def test_eft_pairs_without_push_train_only_the_seed_judgment(tmp_path):
+    """training.eft_pairs_push=false: the judgment pairs reach DPO with the seed judgment on both
+    sides; the response pairs are untouched."""
+    from selfreward.loop import training_pairs
+
+    response_pair = {"prompt": "sort: 2 1", "chosen": "1 2", "rejected": "2 1"}
+    judgment_pair = {"prompt": "Judge ...", "chosen": "seed trace\nScore: 2", "rejected": "own\nScore: 5",
+                     "task_prompt": "sort: 3 1", "response": "3 1", "chosen_score": 2, "rejected_score": 5}
+    (tmp_path / "pairs.jsonl").write_text(json.dumps(response_pair) + "\n")
+    (tmp_path / "eft_pairs.jsonl").write_text(json.dumps(judgment_pair) + "\n")
+    cfg = compose_config([*TINY_RUN, "training.eft_pairs_rows=10"])
+    assert training_pairs(cfg, tmp_path, 1) == [response_pair, judgment_pair]
+    cfg.training.eft_pairs_push = False
+    assert training_pairs(cfg, tmp_path, 1) == [response_pair, {**judgment_pair, "rejected": "seed trace\nScore: 2"}]
+    with pytest.raises(ConfigError, match="training.eft_pairs_push=false with training.dpo.sft_weight=0"):
+        validate(compose_config([*TINY_RUN, "training.eft_pairs_rows=10", "training.eft_pairs_push=false",
+                                 "training.dpo.sft_weight=0"]))
+
+
+def test_a_pair_with_the_same_answer_on_both_sides_has_no_preference_gradient(tiny_run, tmp_path):
+    """What training.eft_pairs_push=false relies on: on pairs whose chosen and rejected answers are
+    the same, the gradient of TRL's DPO loss (sigmoid) is zero but for float rounding, and with the
+    NLL term the gradient is the NLL's."""
+    import torch
+    from trl import DPOConfig
+
+    from selfreward.generation import load_model, load_tokenizer
+    from selfreward.training import dpo_trainer
+
+    path = str(tiny_run / "m1" / "model")
+    pairs = [{"prompt": f"sort: {a} {b}", "chosen": f"{min(a, b)} {max(a, b)}", "rejected": f"{min(a, b)} {max(a, b)}"}
+             for a, b in ((3, 1), (2, 7), (9, 4), (5, 6))]
+
+    def gradient_norm(losses, weights, pairs=pairs):
+        torch.manual_seed(0)
+        model, ref = load_model(path, dtype="float32", device="cpu"), load_model(path, dtype="float32", device="cpu")
+        args = DPOConfig(output_dir=str(tmp_path / "dpo"), loss_type=losses, loss_weights=weights, beta=0.1,
+                         per_device_train_batch_size=4, use_cpu=True, report_to="none")
+        trainer = dpo_trainer(model, ref, load_tokenizer(path), pairs, args)
+        batch = next(iter(trainer.get_train_dataloader()))
+        trainer.compute_loss(trainer.model, batch).backward()
+        return torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None]).item()
+
+    preference_only = gradient_norm(["sigmoid"], None)
+    with_nll = gradient_norm(["sigmoid", "sft"], [1.0, 3.0])
+    assert with_nll > 0.1 and preference_only < 1e-5 * with_nll, (preference_only, with_nll)
+    # The same loss on pairs that differ does push: the small norm above is the pairs', not the setup's.
+    differing = [{**p, "rejected": p["chosen"][::-1]} for p in pairs]
+    assert gradient_norm(["sigmoid"], None, differing) > 1e-2

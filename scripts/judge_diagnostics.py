@@ -21,7 +21,8 @@ preference pairs (the loop's own ``pairs.jsonl``, so whatever pair rule the run 
   held-out judgments (``m{1,t}/eval_judge.jsonl``): how often each kind of lookup in the trace is
   wrong, and how often the judge's ``items`` verdict departs from what its own trace says;
 * for every evaluated M_t, its held-out verdicts' errors by direction (lenient: ``yes`` to a check
-  the oracle fails; harsh: ``no`` to one it passes), split by whether its trace is exactly right.
+  the oracle fails; harsh: ``no`` to one it passes), split by whether its trace is exactly right,
+  and per check.
 """
 
 from __future__ import annotations
@@ -220,6 +221,31 @@ def verdict_bias(path: Path) -> dict[str, list[int]]:
     return dict(counts)
 
 
+def verdict_rates_by_check(path: Path) -> dict[str, list[int]]:
+    """Per rubric check, on held-out judgments with a verdict line naming every check:
+    [checks the oracle fails, of them said ``yes`` (lenient), checks the oracle passes, of them
+    said ``no`` (harsh)]."""
+    counts = {check: [0, 0, 0, 0] for check in CHECKS}
+    for r in read_jsonl(path):
+        truth = rubric_checks(r["prompt"], r["response"])
+        if truth is None:
+            continue
+        for judgment, score in zip(r["judgments"], r["scores"], strict=True):
+            verdict = next((ln for ln in judgment.split("\n") if ln.startswith(CHECKS[0])), "")
+            said = dict(part.split() for part in verdict.split(",") if len(part.split()) == 2)
+            if score is None or set(CHECKS) - set(said):
+                continue
+            for check in CHECKS:
+                row = counts[check]
+                if truth[check]:
+                    row[2] += 1
+                    row[3] += said[check] != "yes"
+                else:
+                    row[0] += 1
+                    row[1] += said[check] == "yes"
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
@@ -277,6 +303,18 @@ def main() -> None:
         for key in sorted(pooled_bias):
             n, wrong, lenient, harsh = pooled_bias[key]
             print(f"  M{model} {key:12s} {n:6d}  {wrong / n:.2f}  lenient {lenient / n:.2f}  harsh {harsh / n:.2f}")
+    print(f"\nPer check on the held-out set (pooled over {len(args.runs)} runs): lenient, the share of checks the "
+          "oracle fails that the judge passes | harsh, the share it passes that the judge fails")
+    print("  model " + "".join(f"{check:>16s}" for check in CHECKS))
+    for model in models:
+        pooled_checks = {check: [0, 0, 0, 0] for check in CHECKS}
+        for run in args.runs:
+            if (run / f"m{model}" / "eval_judge.jsonl").is_file():
+                for check, row in verdict_rates_by_check(run / f"m{model}" / "eval_judge.jsonl").items():
+                    pooled_checks[check] = [a + b for a, b in zip(pooled_checks[check], row, strict=True)]
+        cells = [f"{r[1] / r[0] if r[0] else float('nan'):.2f} | {r[3] / r[2] if r[2] else float('nan'):.2f}"
+                 for r in pooled_checks.values()]
+        print(f"  M{model:<4d} " + "".join(f"{c:>16s}" for c in cells))
     if any(pooled_traces):
         header = " | ".join(f"M{m}" for m in sorted({1, args.model}))
         print(f"\nThe verification trace on the held-out set, share wrong (pooled over {len(args.runs)} runs; {header}):")

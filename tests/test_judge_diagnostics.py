@@ -125,6 +125,16 @@ def test_trace_errors_by_hand(tmp_path, diagnostics):
         "response in": [7, 0], "response out": [2, 1], "input kept": [6, 0], "input missing": [2, 1],
         "items verdict against own trace": [2, 1],
     }
+    # Verdicts' direction. sort: 4 2 2 7 with "2 3 4 7": the oracle passes digits, length and
+    # order and fails items and exact. The wrong-trace judgment says yes to both (2 lenient); the
+    # right-trace one says items yes (1 lenient), exact no. "sort: 2 1" with "1 2" passes every
+    # check and its trace-less judgment says so. Judgments without a verdict line or a score are
+    # left out.
+    assert diagnostics.verdict_bias(tmp_path / "eval_judge.jsonl") == {
+        "trace wrong": [1, 1, 2, 0], "trace right": [1, 1, 1, 0], "no trace": [1, 0, 0, 0]}
+    assert diagnostics.verdict_rates_by_check(tmp_path / "eval_judge.jsonl") == {
+        "digits": [0, 0, 3, 0], "length": [0, 0, 3, 0], "items": [2, 2, 1, 0], "order": [0, 0, 3, 0],
+        "exact": [2, 1, 1, 0]}
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +212,12 @@ def test_judge_heldout_on_a_finished_run(tiny_run, tmp_path):
     assert len((run / "judge_heldout" / "summary.jsonl").read_text().splitlines()) == 1
     bad = subprocess.run([*command[:2], str(tmp_path)], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "not a run directory" in bad.stderr
+
+
+def test_judge_diagnostics_runs_on_a_finished_run(tiny_run):
+    out = subprocess.run([sys.executable, str(SCRIPT), str(tiny_run), "--model", "2"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "Which candidate is correct" in out and "Per check on the held-out set" in out
+    per_check = out.split("Per check on the held-out set")[1].splitlines()
+    assert [line.split()[0] for line in per_check[2:5]] == ["M1", "M2", "M3"]  # every evaluated model
+    assert all(len(line.split()) == 1 + 3 * 5 for line in per_check[2:5])  # "lenient | harsh" for five checks

@@ -262,6 +262,12 @@ class TrainingConfig:
     # differ in one word moves that word everywhere: after the first round's pairs, which mostly
     # reject a lenient "exact yes", M2 answered "exact no" to 91% of right answers (docs/results.md).
     eft_pairs_push: bool = True
+    # Per judgment pair, this many of the judged rows where M_t's score was the seed's (as many as
+    # there are) join the round's DPO as their seed judgment on both sides: trained by DPO's NLL
+    # term only. The rows where the judge errs are mostly of one verdict (M1's: a lenient "exact
+    # yes"), and training on them alone moved that verdict everywhere, with or without the push
+    # (docs/results.md). 0: none.
+    eft_pairs_anchors: float = 0.0
     # Rehearsal of M_t's own work in its round (self-synthesised rehearsal, Huang et al. 2024,
     # arXiv 2403.01244): this many rows, a third each of the prompts it wrote that the loop kept
     # (request -> prompt), its judgments of the round's chosen and rejected answers (filled judge
@@ -491,6 +497,7 @@ RANGES = {
     "training.sft_judge_repeats": _int_at_least(1),
     "training.eft_replay_rows": _int_at_least(0),
     "training.eft_pairs_rows": _int_at_least(0),
+    "training.eft_pairs_anchors": _NOT_NEGATIVE,
     "training.eft_pairs_rows_decay": _rule(lambda v: 0 <= v <= 1, "a number in [0, 1] (1: every round alike, 0: the first only)"),
     "training.self_replay_rows": _int_at_least(0),
     "training.iteration_lr_decay": _rule(lambda v: 0 < v <= 1, "a number in (0, 1] (1: every round alike)"),
@@ -651,6 +658,10 @@ def _check_rules(cfg) -> None:
             raise ConfigError(f"invalid config: training.eft_pairs_rows={cfg.training.eft_pairs_rows} with "
                               f"training.objective={cfg.training.objective}; allowed: dpo (judgment pairs are "
                               f"preference pairs)")
+        if cfg.training.eft_pairs_anchors and not cfg.training.dpo.sft_weight:
+            raise ConfigError(f"invalid config: training.eft_pairs_anchors={cfg.training.eft_pairs_anchors} with "
+                              f"training.dpo.sft_weight=0; the anchors would train nothing: set "
+                              f"training.dpo.sft_weight above 0 (they are trained by DPO's NLL term)")
         if not cfg.training.eft_pairs_push and not cfg.training.dpo.sft_weight:
             raise ConfigError("invalid config: training.eft_pairs_push=false with training.dpo.sft_weight=0; the "
                               "judgment pairs would train nothing: set training.dpo.sft_weight above 0 (their seed "

@@ -794,11 +794,23 @@ def judge_pairs_enabled(cfg, t: int) -> bool:
 
 def write_eft_pairs(engine: Engine, data: SeedData, cfg, *, n_rows: int, seed: int, out: Path) -> dict:
     """``n_rows`` seed EFT rows (drawn with ``seed``) judged by M_t into ``out/eft_pairs.jsonl``:
-    the pairs where its score is not the seed row's (:func:`selfreward.judge.seed_judgment_pairs`);
-    returns their counts."""
+    the pairs where its score is not the seed row's (:func:`selfreward.judge.seed_judgment_pairs`).
+    With ``training.eft_pairs_anchors`` A, also ``out/eft_anchors.jsonl``: A rows per pair (as
+    many as there are) drawn from those where its score was the seed's, each its seed judgment
+    on both sides of a pair (trained by DPO's NLL term only). Returns their counts."""
+    template = load_template(cfg.judge.template)
     rows = _draw(random.Random(seed), data.eft, n_rows)
-    pairs, info = seed_judgment_pairs(engine, load_template(cfg.judge.template), rows, cfg.judge, seed=seed)
+    pairs, info = seed_judgment_pairs(engine, template, rows, cfg.judge, seed=seed)
     write_jsonl(out / "eft_pairs.jsonl", pairs)
+    if cfg.training.eft_pairs_anchors:
+        erred = {(p["task_prompt"], p["response"]) for p in pairs}
+        agreed = [r for r in rows if (r["prompt"], r["response"]) not in erred]
+        k = min(len(agreed), round(cfg.training.eft_pairs_anchors * len(pairs)))
+        anchors = [{"prompt": judge_message(template, r["prompt"], r["response"]), "chosen": r["judgment"],
+                    "rejected": r["judgment"], "task_prompt": r["prompt"], "response": r["response"],
+                    "chosen_score": r["score"]} for r in random.Random(seed + 1).sample(agreed, k)]
+        write_jsonl(out / "eft_anchors.jsonl", anchors)
+        info["eft_pairs/anchors"] = len(anchors)
     return info
 
 
@@ -838,7 +850,8 @@ def stage_judge_pairs(cfg, run_dir: str | Path, t: int, *, res: Resources | None
 def training_pairs(cfg, out: Path, t: int) -> list[dict]:
     """What iteration t's DPO trains on: the response pairs, with the meta-judge its judgment pairs
     too, and with ``training.eft_pairs_rows`` (in that iteration) the seed EFT rows' judgment pairs
-    (with ``training.eft_pairs_push=false``, their seed judgments on both sides)."""
+    (with ``training.eft_pairs_push=false``, their seed judgments on both sides) and with
+    ``training.eft_pairs_anchors`` the rows it judged as the seed did (:func:`write_eft_pairs`)."""
     pairs = read_jsonl(out / "pairs.jsonl")
     if cfg.meta_judge.enabled:
         pairs += read_jsonl(out / "judge_pairs.jsonl")
@@ -850,6 +863,8 @@ def training_pairs(cfg, out: Path, t: int) -> list[dict]:
             # is supervised fine-tuning inside the same DPO steps (no second trainer, same schedule).
             judged = [{**p, "rejected": p["chosen"]} for p in judged]
         pairs += judged
+        if cfg.training.eft_pairs_anchors:
+            pairs += read_jsonl(out / "eft_anchors.jsonl")
     return pairs
 
 
@@ -875,6 +890,8 @@ def stage_train(cfg, run_dir: str | Path, t: int, *, res: Resources | None = Non
             _need(run_dir, objective, out / "judge_pairs.jsonl", out, "judge_pairs", f"judge_pairs --t {t}")
         if eft_pairs_rows(cfg, t):
             _need(run_dir, objective, out / "eft_pairs.jsonl", out, "judge_pairs", f"judge_pairs --t {t}")
+            if cfg.training.eft_pairs_anchors:
+                _need(run_dir, objective, out / "eft_anchors.jsonl", out, "judge_pairs", f"judge_pairs --t {t}")
     reference = current if cfg.training.dpo.reference == "previous" else str(run_dir / "m1" / "model")
     lr_scale = iteration_lr_scale(cfg.training, t)
 

@@ -56,6 +56,7 @@ def test_pairs_where_the_judge_disagrees_with_the_seed_row():
 
 @pytest.mark.parametrize("overrides, message", [
     (["training.eft_pairs_rows=-1"], "training.eft_pairs_rows=-1; allowed: an integer >= 0"),
+    (["training.eft_pairs_anchors=-1"], "training.eft_pairs_anchors=-1.0; allowed: a number >= 0"),
     (["training.eft_pairs_rows_decay=1.5"], r"training.eft_pairs_rows_decay=1.5; allowed: a number in \[0, 1\]"),
     (["training.eft_pairs_rows=10", "judge=expected"], "training.eft_pairs_rows=10 with judge.mode=expected"),
     (["training.eft_pairs_rows=10", "training.objective=rft"], "training.eft_pairs_rows=10 with training.objective=rft"),
@@ -116,6 +117,38 @@ def test_eft_pairs_join_the_rounds_dpo(tiny_run, tmp_path, monkeypatch):
     assert row["eft_pairs/judged"] == 30 and row["eft_pairs/pairs"] == len(eft_pairs)
     assert row["eft_pairs/agreement"] == pytest.approx(1 - len(eft_pairs) / 30)
     assert "time/judge_pairs_s" in row
+
+
+def test_eft_pairs_anchors_join_the_rounds_dpo(tiny_run, tmp_path, monkeypatch):
+    """training.eft_pairs_anchors=1: besides the pairs where the judge (scripted to score every
+    answer 5) errs, as many rows where it agreed with the seed (those the seed scored 5) join DPO,
+    each its seed judgment on both sides."""
+    import selfreward.loop as loop
+
+    trained = _record_dpo_with_an_always_five_judge(monkeypatch)
+    run_dir = tmp_path / "run"
+    for name in ("data", "m0", "m1"):
+        shutil.copytree(tiny_run / name, run_dir / name)
+    cfg = compose_config([*TINY_RUN, "iterations=1", "training.eft_pairs_rows=40", "training.eft_pairs_anchors=1"])
+    loop.run(cfg, run_dir)
+    out = run_dir / "m2"
+    eft_pairs, anchors = read_jsonl(out / "eft_pairs.jsonl"), read_jsonl(out / "eft_anchors.jsonl")
+    seed_rows = {(r["prompt"], r["response"]): r for r in read_jsonl(run_dir / "data" / "eft.jsonl")}
+    agreed = 40 - len(eft_pairs)  # the drawn rows the seed scored 5
+    assert eft_pairs and agreed and len(anchors) == min(agreed, len(eft_pairs))
+    for a in anchors:
+        row = seed_rows[(a["task_prompt"], a["response"])]
+        assert a["chosen"] == a["rejected"] == row["judgment"] and row["score"] == 5
+        assert a["prompt"] == judge_message(JUDGE, a["task_prompt"], a["response"])
+    assert len({(a["task_prompt"], a["response"]) for a in anchors} & {(p["task_prompt"], p["response"])
+                                                                       for p in eft_pairs}) == 0
+    [pairs] = trained
+    assert pairs == read_jsonl(out / "pairs.jsonl") + eft_pairs + anchors
+    row = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["eft_pairs/anchors"] == len(anchors)
+    with pytest.raises(ConfigError, match="training.eft_pairs_anchors=1.0 with training.dpo.sft_weight=0"):
+        validate(compose_config([*TINY_RUN, "training.eft_pairs_rows=10", "training.eft_pairs_anchors=1",
+                                 "training.dpo.sft_weight=0"]))
 
 
 def test_eft_pairs_rows_per_round():

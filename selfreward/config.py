@@ -258,9 +258,10 @@ class TrainingConfig:
     eft_pairs_rows_decay: float = 1.0
     # false: each judgment pair trains only its seed judgment, through DPO's NLL term
     # (training.dpo.sft_weight), with no push against M_t's own judgment (its rejected side is the
-    # seed judgment again, so the preference term's gradient is zero). DPO's push on verdicts that
-    # differ in one word moves that word everywhere: after the first round's pairs, which mostly
-    # reject a lenient "exact yes", M2 answered "exact no" to 91% of right answers (docs/results.md).
+    # seed judgment again, so the preference term's gradient is zero). On the built-in world it
+    # left the swing of the judge's verdicts that the judgment pairs cause as it was (after the
+    # first round M2 says "exact no" to nearly every right answer either way; docs/results.md):
+    # the swing comes from which rows are trained, see eft_pairs_anchors.
     eft_pairs_push: bool = True
     # Per judgment pair, this many of the judged rows where M_t's score was the seed's (as many as
     # there are) join the round's DPO as their seed judgment on both sides: trained by DPO's NLL

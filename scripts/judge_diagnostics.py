@@ -116,6 +116,13 @@ def against_majority(folder: Path) -> list[int]:
     return counts
 
 
+def verdicts(judgment: str) -> dict[str, str]:
+    """``{check: "yes" | "no" | ...}`` from a judgment's verdict line (the first line of a plain
+    judgment, after the trace of a traced one); empty when it has none."""
+    line = next((ln for ln in judgment.split("\n") if ln.startswith(CHECKS[0])), "")
+    return dict(part.split() for part in line.split(",") if len(part.split()) == 2)
+
+
 def check_accuracy(path: Path) -> dict[tuple[str, str], float]:
     """(task, check) -> share of the judge's verdicts that agree with the oracle's."""
     hits = collections.defaultdict(lambda: [0, 0])
@@ -125,16 +132,10 @@ def check_accuracy(path: Path) -> dict[tuple[str, str], float]:
             continue
         task = parse_prompt(r["prompt"])[0]
         for judgment in r["judgments"]:
-            verdicts = {}
-            # The verdict line is the first line of a plain judgment, after the trace of a traced one.
-            line = next((ln for ln in judgment.split("\n") if ln.startswith(CHECKS[0])), "")
-            for part in line.split(","):
-                words = part.split()
-                if len(words) == 2:
-                    verdicts[words[0]] = words[1]
+            said = verdicts(judgment)
             for check in CHECKS:
                 hits[task, check][0] += 1
-                hits[task, check][1] += verdicts.get(check) == ("yes" if truth[check] else "no")
+                hits[task, check][1] += said.get(check) == ("yes" if truth[check] else "no")
     return {k: ok / total for k, (total, ok) in hits.items()}
 
 
@@ -183,8 +184,7 @@ def trace_errors(path: Path) -> dict[str, list[int]]:
                 if not miscopied:
                     for (_, true_tag), (_, tag) in zip(want, got, strict=True):
                         add(f"{head} {true_tag}", tag != true_tag)
-            verdict = next((ln for ln in lines if ln.startswith(CHECKS[0])), "")
-            said = dict(part.split() for part in verdict.split(",") if len(part.split()) == 2).get("items")
+            said = verdicts(judgment).get("items")
             if None not in own and said in ("yes", "no"):
                 implied = all(t == "in" for _, t in own[0]) and all(t != "missing" for _, t in own[1])
                 add("items verdict against own trace", said != ("yes" if implied else "no"))
@@ -204,9 +204,7 @@ def verdict_bias(path: Path) -> dict[str, list[int]]:
             continue
         trace = verification_trace(r["prompt"], r["response"])
         for judgment, score in zip(r["judgments"], r["scores"], strict=True):
-            lines = judgment.split("\n")
-            verdict = next((ln for ln in lines if ln.startswith(CHECKS[0])), "")
-            said = dict(part.split() for part in verdict.split(",") if len(part.split()) == 2)
+            lines, said = judgment.split("\n"), verdicts(judgment)
             if score is None or set(CHECKS) - set(said):
                 continue
             key = "no trace" if not judgment.startswith("response") or trace is None else (
@@ -231,8 +229,7 @@ def verdict_rates_by_check(path: Path) -> dict[str, list[int]]:
         if truth is None:
             continue
         for judgment, score in zip(r["judgments"], r["scores"], strict=True):
-            verdict = next((ln for ln in judgment.split("\n") if ln.startswith(CHECKS[0])), "")
-            said = dict(part.split() for part in verdict.split(",") if len(part.split()) == 2)
+            said = verdicts(judgment)
             if score is None or set(CHECKS) - set(said):
                 continue
             for check in CHECKS:

@@ -191,56 +191,41 @@ def trace_errors(path: Path) -> dict[str, list[int]]:
     return dict(counts)
 
 
-def verdict_bias(path: Path) -> dict[str, list[int]]:
-    """The direction of the judge's verdict errors on held-out judgments, split by whether its
-    verification trace is exactly right: key -> [judgments, any verdict wrong, lenient verdicts,
-    harsh verdicts], keys ``"trace right"``, ``"trace wrong"`` and ``"no trace"``. A lenient
-    verdict says ``yes`` to a check the oracle fails, a harsh one ``no`` to a check it passes.
-    Only judgments with a readable score and a verdict line naming every check."""
-    counts = collections.defaultdict(lambda: [0, 0, 0, 0])
+def verdict_errors(path: Path) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """The direction of the judge's verdict errors on held-out judgments with a readable score and
+    a verdict line naming every check; a lenient verdict says ``yes`` to a check the oracle fails,
+    a harsh one ``no`` to a check it passes. Returns two tables, read in one pass:
+
+    * by whether the judgment's verification trace is exactly right (keys ``"trace right"``,
+      ``"trace wrong"``, ``"no trace"``): [judgments, any verdict wrong, lenient verdicts, harsh verdicts];
+    * per rubric check: [checks the oracle fails, of them said ``yes``, checks the oracle passes,
+      of them said ``no``]."""
+    by_trace = collections.defaultdict(lambda: [0, 0, 0, 0])
+    by_check = {check: [0, 0, 0, 0] for check in CHECKS}
     for r in read_jsonl(path):
         truth = rubric_checks(r["prompt"], r["response"])
         if truth is None:
             continue
         trace = verification_trace(r["prompt"], r["response"])
         for judgment, score in zip(r["judgments"], r["scores"], strict=True):
-            lines, said = judgment.split("\n"), verdicts(judgment)
-            if score is None or set(CHECKS) - set(said):
-                continue
-            key = "no trace" if not judgment.startswith("response") or trace is None else (
-                "trace right" if lines[:2] == trace.split("\n") else "trace wrong")
-            lenient = sum(said[c] == "yes" and not truth[c] for c in CHECKS)
-            harsh = sum(said[c] != "yes" and truth[c] for c in CHECKS)
-            row = counts[key]
-            row[0] += 1
-            row[1] += bool(lenient or harsh)
-            row[2] += lenient
-            row[3] += harsh
-    return dict(counts)
-
-
-def verdict_rates_by_check(path: Path) -> dict[str, list[int]]:
-    """Per rubric check, on held-out judgments with a verdict line naming every check:
-    [checks the oracle fails, of them said ``yes`` (lenient), checks the oracle passes, of them
-    said ``no`` (harsh)]."""
-    counts = {check: [0, 0, 0, 0] for check in CHECKS}
-    for r in read_jsonl(path):
-        truth = rubric_checks(r["prompt"], r["response"])
-        if truth is None:
-            continue
-        for judgment, score in zip(r["judgments"], r["scores"], strict=True):
             said = verdicts(judgment)
             if score is None or set(CHECKS) - set(said):
                 continue
-            for check in CHECKS:
-                row = counts[check]
-                if truth[check]:
-                    row[2] += 1
-                    row[3] += said[check] != "yes"
-                else:
-                    row[0] += 1
-                    row[1] += said[check] == "yes"
-    return counts
+            key = "no trace" if not judgment.startswith("response") or trace is None else (
+                "trace right" if judgment.split("\n")[:2] == trace.split("\n") else "trace wrong")
+            lenient = [said[c] == "yes" and not truth[c] for c in CHECKS]
+            harsh = [said[c] != "yes" and truth[c] for c in CHECKS]
+            row = by_trace[key]
+            row[0] += 1
+            row[1] += any(lenient) or any(harsh)
+            row[2] += sum(lenient)
+            row[3] += sum(harsh)
+            for check, is_lenient, is_harsh in zip(CHECKS, lenient, harsh, strict=True):
+                counts = by_check[check]
+                counts[0 if not truth[check] else 2] += 1
+                counts[1] += is_lenient
+                counts[3] += is_harsh
+    return dict(by_trace), by_check
 
 
 def main() -> None:
@@ -291,12 +276,17 @@ def main() -> None:
     models = sorted({int(p.parent.name[1:]) for run in args.runs for p in run.glob("m*/eval_judge.jsonl")})
     print(f"\nThe direction of the verdicts' errors on the held-out set (pooled over {len(args.runs)} runs): "
           "judgments, share with a wrong verdict, lenient and harsh verdicts per judgment")
+    pooled_checks = {}
     for model in models:
         pooled_bias = collections.defaultdict(lambda: [0, 0, 0, 0])
+        pooled_checks[model] = {check: [0, 0, 0, 0] for check in CHECKS}
         for run in args.runs:
             if (run / f"m{model}" / "eval_judge.jsonl").is_file():
-                for key, row in verdict_bias(run / f"m{model}" / "eval_judge.jsonl").items():
+                by_trace, by_check = verdict_errors(run / f"m{model}" / "eval_judge.jsonl")
+                for key, row in by_trace.items():
                     pooled_bias[key] = [a + b for a, b in zip(pooled_bias[key], row, strict=True)]
+                for check, row in by_check.items():
+                    pooled_checks[model][check] = [a + b for a, b in zip(pooled_checks[model][check], row, strict=True)]
         for key in sorted(pooled_bias):
             n, wrong, lenient, harsh = pooled_bias[key]
             print(f"  M{model} {key:12s} {n:6d}  {wrong / n:.2f}  lenient {lenient / n:.2f}  harsh {harsh / n:.2f}")
@@ -304,13 +294,8 @@ def main() -> None:
           "oracle fails that the judge passes | harsh, the share it passes that the judge fails")
     print("  model " + "".join(f"{check:>16s}" for check in CHECKS))
     for model in models:
-        pooled_checks = {check: [0, 0, 0, 0] for check in CHECKS}
-        for run in args.runs:
-            if (run / f"m{model}" / "eval_judge.jsonl").is_file():
-                for check, row in verdict_rates_by_check(run / f"m{model}" / "eval_judge.jsonl").items():
-                    pooled_checks[check] = [a + b for a, b in zip(pooled_checks[check], row, strict=True)]
         cells = [f"{r[1] / r[0] if r[0] else float('nan'):.2f} | {r[3] / r[2] if r[2] else float('nan'):.2f}"
-                 for r in pooled_checks.values()]
+                 for r in pooled_checks[model].values()]
         print(f"  M{model:<4d} " + "".join(f"{c:>16s}" for c in cells))
     if any(pooled_traces):
         header = " | ".join(f"M{m}" for m in sorted({1, args.model}))

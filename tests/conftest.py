@@ -1,8 +1,16 @@
-"""Shared helpers: compose the real config (as the CLI does) and shrink it for tests."""
+"""Shared helpers: compose the real config (as the CLI does) and shrink it for tests.
 
+The suite runs on two pytest-xdist workers (``-n 2 --dist loadfile`` in pyproject.toml; ``-n 0``
+runs it in one process). Each worker gets its share of the cores as torch threads, and the
+shared finished run (``tiny_run``) is made once for all workers.
+"""
+
+import os
 from pathlib import Path
 
 import pytest
+import torch
+from filelock import FileLock
 from hydra import compose, initialize_config_dir
 
 from selfreward.config import register_configs
@@ -10,6 +18,11 @@ from selfreward.config import register_configs
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
 register_configs()
+
+# Two workers with torch's default of one thread per core would each start as many threads as
+# the machine has cores, and spin against each other.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 # Smaller than experiment=smoke: enough for every stage to do real work in seconds.
 TINY = [
@@ -38,18 +51,24 @@ def compose_config(overrides=()):
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """One real run with two iterations (M1, M2, M3) for tests that only read artifacts, at
-    ``<tmp>/runs/tiny/seed0``. One torch thread is faster for this tiny model on a busy 2-core
-    machine; the process-wide setting is restored afterwards."""
-    import torch
-
+    ``<tmp>/runs/tiny/seed0``, made once: under xdist the first worker to need it makes it in the
+    workers' common temporary folder while the others wait on a lock. One torch thread is faster
+    for this tiny model on a busy 2-core machine; the process-wide setting is restored afterwards."""
     import selfreward.loop as loop
 
-    path = tmp_path_factory.mktemp("shared") / "runs" / "tiny" / "seed0"
-    threads = torch.get_num_threads()
-    try:
-        loop.run(compose_config(TINY_RUN), path)
-    finally:
-        torch.set_num_threads(threads)
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # each worker's basetemp is a folder of the session's one
+    path = root / "shared" / "runs" / "tiny" / "seed0"
+    finished = root / "shared" / "tiny_run.done"
+    with FileLock(str(root / "tiny_run.lock")):
+        if not finished.is_file():
+            threads = torch.get_num_threads()
+            try:
+                loop.run(compose_config(TINY_RUN), path)
+            finally:
+                torch.set_num_threads(threads)
+            finished.touch()
     return path
 
 

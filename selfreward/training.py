@@ -77,6 +77,7 @@ def _trainer_args(stage_cfg, training_cfg, model_cfg, output_dir: Path, seed: in
         activation_checkpointing=training_cfg.activation_checkpointing,
         logging_steps=training_cfg.logging_steps,
         dataloader_num_workers=training_cfg.dataloader_num_workers,
+        train_sampling_strategy="group_by_length" if training_cfg.group_by_length else "random",
         save_strategy="no",
         report_to=report_to,
         seed=seed,
@@ -170,17 +171,46 @@ def end_labels_at_end_of_turn(dataset: Dataset, end_of_turn: int | None) -> Data
     return dataset.map(fn, desc="End answers at the end-of-turn token")
 
 
+def row_lengths(dataset: Dataset) -> list[int]:
+    """The padded length each row of a tokenized dataset needs in a batch: SFT, its tokens; DPO,
+    its prompt and its longer answer."""
+    if "input_ids" in dataset.column_names:
+        return [len(ids) for ids in dataset["input_ids"]]
+    return [len(p) + max(len(c), len(r))
+            for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"])]
+
+
+class _LengthGrouped:
+    """For TRL's trainers: with ``train_sampling_strategy="group_by_length"`` the sampler takes each
+    row's length from ``row_lengths``. The Trainer's own sampler reads ``input_ids`` from the
+    dataset left after dropping the columns the model does not take, and DPO rows have none."""
+
+    row_lengths: list[int] | None = None
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.args.train_sampling_strategy != "group_by_length" or self.row_lengths is None:
+            return super()._get_train_sampler(train_dataset)
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                    lengths=self.row_lengths)
+
+
 def sft_trainer(model, tokenizer, examples: list[dict], args, *, peft_config=None):
     """TRL's SFTTrainer on ``[{"prompt", "completion"}]`` as one-turn conversations, each answer's
     labels ending at the chat format's end-of-turn token."""
     from trl import SFTTrainer
 
+    class LengthGroupedSFTTrainer(_LengthGrouped, SFTTrainer):
+        pass
+
     dataset = Dataset.from_list(
         [{"prompt": _user(e["prompt"]), "completion": _assistant(e["completion"])} for e in examples]
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config)
+    trainer = LengthGroupedSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                      peft_config=peft_config)
     trainer.train_dataset = end_labels_at_end_of_turn(trainer.train_dataset, chat.end_of_turn_id(tokenizer))
+    trainer.row_lengths = row_lengths(trainer.train_dataset)
     return trainer
 
 
@@ -190,7 +220,7 @@ REF_LOGPS_DIR = "ref_logps"  # in the model's work folder, under several process
 def _dpo_trainer_class():
     from trl import DPOTrainer
 
-    class EndOfTurnDPOTrainer(DPOTrainer):
+    class EndOfTurnDPOTrainer(_LengthGrouped, DPOTrainer):
         """TRL's DPOTrainer whose precomputed reference log-probabilities
         (``precompute_ref_log_probs``, computed in its constructor) cover the answers as they are
         trained: cut at the end-of-turn token (:func:`end_labels_at_end_of_turn`)."""
@@ -224,6 +254,7 @@ def dpo_trainer(model, ref_model, tokenizer, pairs: list[dict], args, *, peft_co
     trainer = _dpo_trainer_class()(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
                                    processing_class=tokenizer, peft_config=peft_config)
     trainer.train_dataset = end_labels_at_end_of_turn(trainer.train_dataset, chat.end_of_turn_id(tokenizer))
+    trainer.row_lengths = row_lengths(trainer.train_dataset)
     return trainer
 
 

@@ -10,6 +10,7 @@ such near-miss pairs raises the margin by pushing both answers down, and the acc
 
 from __future__ import annotations
 
+import copy
 import random
 import statistics
 
@@ -110,3 +111,59 @@ def test_dpo_on_oracle_pairs_raises_the_margin_and_keeps_accuracy(policy):
     # 0.237 -> 0.154 (greedy accuracy fell too, 0.405 -> 0.320), which this line catches.
     assert after_accuracy >= before_accuracy, values
     assert all(answer(p) for p in eval_prompts)
+
+
+def _padding(trainer) -> tuple[int, int]:
+    """(tokens in the batches, of which padding) over one epoch of the trainer's dataloader."""
+    total = real = 0
+    for batch in trainer.get_train_dataloader():
+        total += batch["attention_mask"].numel()
+        real += int(batch["attention_mask"].sum())
+    return total, total - real
+
+
+@pytest.mark.parametrize("stage", ["sft", "dpo"])
+def test_group_by_length_batches_rows_of_a_length(stage, tmp_path):
+    """``training.group_by_length``: the Trainer's sampler gets every row's padded length (DPO
+    rows have no ``input_ids`` for it to read), and a batch holds rows of about one length: on
+    short and long rows mixed, far less padding than in random batches."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl import DPOConfig, SFTConfig
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from selfreward.generation import load_tokenizer
+    from selfreward.training import dpo_trainer, sft_trainer
+
+    texts = ["sort: 3 1 2", "1 2 3 4 5 6 7 8 9 0 " * 4]
+    raw = build_tokenizer(texts * 10, vocab_size=64)
+    raw.chat_template = None
+    raw.save_pretrained(tmp_path / "tok")
+    tokenizer = load_tokenizer(str(tmp_path / "tok"))
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                                         num_attention_heads=2, intermediate_size=32,
+                                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
+    long = "1 2 3 4 5 6 7 8 9 0 " * 4
+    lengths = [1 if i % 2 else 40 for i in range(64)]  # short and long answers alternate
+    padding = {}
+    for grouped in (False, True):
+        args = dict(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", per_device_train_batch_size=4,
+                    train_sampling_strategy="group_by_length" if grouped else "random", seed=0, data_seed=0)
+        if stage == "sft":
+            rows = [{"prompt": "sort: 3 1 2", "completion": "1" if n == 1 else long} for n in lengths]
+            trainer = sft_trainer(model, tokenizer, rows, SFTConfig(**args, completion_only_loss=True))
+            expected = [len(r) for r in trainer.train_dataset["input_ids"]]
+        else:
+            rows = [{"prompt": "sort: 3 1 2", "chosen": "1" if n == 1 else long, "rejected": "2" if n == 1 else "2" + long[1:]}
+                    for n in lengths]
+            trainer = dpo_trainer(model, copy.deepcopy(model), tokenizer, rows, DPOConfig(**args))
+            data = trainer.train_dataset
+            expected = [len(p) + max(len(c), len(r))
+                        for p, c, r in zip(data["prompt_ids"], data["chosen_ids"], data["rejected_ids"])]
+            assert len(set(expected)) == 2
+        sampler = trainer._get_train_sampler()
+        if grouped:
+            assert isinstance(sampler, LengthGroupedSampler) and list(sampler.lengths) == expected
+        padding[grouped] = _padding(trainer)
+    assert padding[True][0] < padding[False][0]
+    assert padding[True][1] * 4 < padding[False][1]

@@ -64,8 +64,8 @@ def padding_share(lengths: list[int], batch_size: int, grouped: bool, seed: int)
     return 1 - sum(lengths) / padded
 
 
-def train_once(stage: str, run: Path, cfg, rows: list[dict], t: int, grouped: bool, work: Path) -> float:
-    """Train one stage on ``rows`` and return the Trainer's ``train_runtime`` in seconds."""
+def train_once(stage: str, run: Path, cfg, rows: list[dict], t: int, grouped: bool, work: Path) -> tuple[float, int]:
+    """Train one stage on ``rows``; return the Trainer's ``train_runtime`` in seconds and its steps."""
     cfg.training.group_by_length = grouped
     out = work / f"{stage}_model"
     if stage == "sft":
@@ -74,7 +74,8 @@ def train_once(stage: str, run: Path, cfg, rows: list[dict], t: int, grouped: bo
         model = str(run / f"m{t}" / "model")
         train_dpo(model, model, rows, out, cfg, seed=cfg.seed, run_name="bench_dpo")
     log = [json.loads(line) for line in (work / "training_log.jsonl").read_text().splitlines()]
-    return next(row["train_runtime"] for row in reversed(log) if "train_runtime" in row)
+    last = next(row for row in reversed(log) if "train_runtime" in row)
+    return last["train_runtime"], last["step"]
 
 
 def stage_rows(stage: str, run: Path, cfg, t: int, steps: int) -> tuple[list[dict], int]:
@@ -106,6 +107,9 @@ def main() -> None:
     layouts = args.layouts or [("random", 1), ("random", 2), ("grouped", 1), ("grouped", 2)]
     cfg = OmegaConf.load(args.run / "config.yaml")
     cfg.training.logging_steps = 10 ** 9
+    # One epoch of steps x batch_size rows: --steps optimizer steps (a warmup and a schedule as
+    # the stage's own, over those steps).
+    cfg.training.sft.epochs = cfg.training.dpo.epochs = 1.0
 
     results = {}
     for stage in args.stages:
@@ -113,17 +117,18 @@ def main() -> None:
         # The padding share is that of the same rows through either sampler (the model sees each
         # row with the chat format, which the lengths below include).
         lengths = _lengths(stage, args.run, cfg, rows, args.t)
-        times = {layout: [] for layout in layouts}
+        times, steps = {layout: [] for layout in layouts}, set()
         with tempfile.TemporaryDirectory() as tmp:
             for _ in range(args.rounds):
                 for layout in layouts:
                     torch.set_num_threads(layout[1])
-                    times[layout].append(train_once(stage, args.run, cfg, rows, args.t, SAMPLINGS[layout[0]],
-                                                    Path(tmp)))
+                    seconds, done = train_once(stage, args.run, cfg, rows, args.t, SAMPLINGS[layout[0]], Path(tmp))
+                    times[layout].append(seconds)
+                    steps.add(done)
         base = statistics.median(times[layouts[0]])
         print(f"\n{stage}: {len(rows)} rows, {args.steps} steps of {batch}, median of {args.rounds} rounds")
         print(f"{'layout':<12} {'seconds':>8} {'rows/s':>8} {'padding':>8} {'speed-up':>9}")
-        results[stage] = {}
+        results[stage] = {"steps": sorted(steps)}
         for layout in layouts:
             seconds = statistics.median(times[layout])
             pad = padding_share(lengths, batch, SAMPLINGS[layout[0]], cfg.seed)

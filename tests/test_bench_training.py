@@ -27,6 +27,7 @@ def test_bench_training_runs_every_layout_on_both_stages(tiny_run, tmp_path):
     result = json.loads(out.read_text())
     assert set(result) == {"sft", "dpo"}
     for stage in result.values():
+        assert stage.pop("steps") == [2]  # every layout trained exactly --steps optimizer steps
         assert stage["random:1"]["speed_up"] == 1.0
         assert all(0 <= row["padding"] < 1 and row["median_s"] > 0 for row in stage.values())
 

@@ -1,7 +1,7 @@
 # python scripts/bench_training.py runs/judge_overrule/seed0 --t 1     # the measurement (about 10 min on 2 CPU cores)
 # python scripts/bench_training.py RUN_DIR --t 1 --steps 2 --rounds 1  # smoke test
 """Training throughput side by side: random batches against batches of rows of about one length
-(``training.group_by_length``), on one torch thread or more, for a finished run's two kinds of
+(``training.sft.group_by_length``, ``training.dpo.group_by_length``), on one torch thread or more, for a finished run's two kinds of
 training stage: M1's SFT (the run's seed data, as the loop builds it) and iteration t's DPO (the
 rows the loop trained M_{t+1} on, from ``m<t+1>``).
 
@@ -66,7 +66,7 @@ def padding_share(lengths: list[int], batch_size: int, grouped: bool, seed: int)
 
 def train_once(stage: str, run: Path, cfg, rows: list[dict], t: int, grouped: bool, work: Path) -> tuple[float, int]:
     """Train one stage on ``rows``; return the Trainer's ``train_runtime`` in seconds and its steps."""
-    cfg.training.group_by_length = grouped
+    cfg.training.sft.group_by_length = cfg.training.dpo.group_by_length = grouped
     out = work / f"{stage}_model"
     if stage == "sft":
         train_sft(str(run / "m0" / "model"), rows, out, cfg, seed=cfg.seed, run_name="bench_sft")

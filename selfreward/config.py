@@ -185,6 +185,14 @@ class SFTConfig:
     gradient_accumulation_steps: int = 1
     weight_decay: float = 0.0
     max_length: int = 256
+    # Batches of rows of about one length (the Trainer's LengthGroupedSampler: shuffled groups of
+    # up to 50 batches, each sorted by length): less padding, so faster where lengths differ
+    # (scripts/bench_training.py), but a batch then holds rows of one kind. In M1's SFT on the
+    # built-in world that wrecks the model (experiment=judge_overrule, seed 102: SFT about 1.4x
+    # faster, sampled accuracy 0.024 against 0.704; docs/results.md, "Batches grouped by length";
+    # our reading, not measured: its lr-1e-3 SFT chases each batch of one task and size).
+    # false: batches drawn at random (the Trainer's default).
+    group_by_length: bool = False
 
 
 @dataclass
@@ -206,6 +214,8 @@ class DPOConfig:
     # TRL's precompute_ref_log_probs: the reference model's log-probabilities of every pair are
     # computed once before training, so that training holds one model (a 70B DPO: not two copies).
     precompute_ref_log_probs: bool = False
+    # As SFTConfig.group_by_length, for DPO's pairs (each padded to its prompt and longer answer).
+    group_by_length: bool = False
 
 
 @dataclass
@@ -289,14 +299,6 @@ class TrainingConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     logging_steps: int = 10
     dataloader_num_workers: int = 0
-    # Batches of rows of about the same length (the Trainer's LengthGroupedSampler: shuffled
-    # groups of up to 50 batches, each sorted by length) in the SFT and DPO stages: less padding,
-    # so faster where row lengths differ (scripts/bench_training.py measures it), but a batch
-    # then holds rows of one kind. On the built-in world that wrecks M1 (experiment=judge_overrule,
-    # seed 102: SFT about 1.4x faster, sampled accuracy 0.024 against 0.704; docs/results.md, "Batches
-    # grouped by length"; our reading, not measured: its lr-1e-3 SFT chases each batch of one
-    # task and size). false: batches drawn at random (the Trainer's default).
-    group_by_length: bool = False
 
 
 @dataclass

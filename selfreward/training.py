@@ -77,7 +77,7 @@ def _trainer_args(stage_cfg, training_cfg, model_cfg, output_dir: Path, seed: in
         activation_checkpointing=training_cfg.activation_checkpointing,
         logging_steps=training_cfg.logging_steps,
         dataloader_num_workers=training_cfg.dataloader_num_workers,
-        train_sampling_strategy="group_by_length" if training_cfg.group_by_length else "random",
+        train_sampling_strategy="group_by_length" if stage_cfg.group_by_length else "random",
         save_strategy="no",
         report_to=report_to,
         seed=seed,

@@ -124,7 +124,7 @@ def _padding(trainer) -> tuple[int, int]:
 
 @pytest.mark.parametrize("stage", ["sft", "dpo"])
 def test_group_by_length_batches_rows_of_a_length(stage, tmp_path):
-    """``training.group_by_length``: the Trainer's sampler gets every row's padded length (DPO
+    """``training.{sft,dpo}.group_by_length``: the Trainer's sampler gets every row's padded length (DPO
     rows have no ``input_ids`` for it to read), and a batch holds rows of about one length: on
     short and long rows mixed, far less padding than in random batches."""
     from transformers import LlamaConfig, LlamaForCausalLM

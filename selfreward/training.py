@@ -210,7 +210,8 @@ def sft_trainer(model, tokenizer, examples: list[dict], args, *, peft_config=Non
     trainer = LengthGroupedSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                                       peft_config=peft_config)
     trainer.train_dataset = end_labels_at_end_of_turn(trainer.train_dataset, chat.end_of_turn_id(tokenizer))
-    trainer.row_lengths = row_lengths(trainer.train_dataset)
+    if args.train_sampling_strategy == "group_by_length":
+        trainer.row_lengths = row_lengths(trainer.train_dataset)
     return trainer
 
 
@@ -254,7 +255,8 @@ def dpo_trainer(model, ref_model, tokenizer, pairs: list[dict], args, *, peft_co
     trainer = _dpo_trainer_class()(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
                                    processing_class=tokenizer, peft_config=peft_config)
     trainer.train_dataset = end_labels_at_end_of_turn(trainer.train_dataset, chat.end_of_turn_id(tokenizer))
-    trainer.row_lengths = row_lengths(trainer.train_dataset)
+    if args.train_sampling_strategy == "group_by_length":
+        trainer.row_lengths = row_lengths(trainer.train_dataset)
     return trainer
 
 

@@ -129,9 +129,10 @@ def main() -> None:
         print(f"\n{stage}: {len(rows)} rows, {args.steps} steps of {batch}, median of {args.rounds} rounds")
         print(f"{'layout':<12} {'seconds':>8} {'rows/s':>8} {'padding':>8} {'speed-up':>9}")
         results[stage] = {"steps": sorted(steps)}
+        padding = {grouped: padding_share(lengths, batch, grouped, cfg.seed) for grouped in (False, True)}
         for layout in layouts:
             seconds = statistics.median(times[layout])
-            pad = padding_share(lengths, batch, SAMPLINGS[layout[0]], cfg.seed)
+            pad = padding[SAMPLINGS[layout[0]]]
             name = f"{layout[0]}:{layout[1]}"
             print(f"{name:<12} {seconds:>8.1f} {len(rows) / seconds:>8.1f} {pad:>8.1%} {base / seconds:>8.2f}x")
             results[stage][name] = {"seconds": times[layout], "median_s": seconds, "padding": pad,

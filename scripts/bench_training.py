@@ -1,4 +1,5 @@
 # python scripts/bench_training.py runs/judge_overrule/seed0 --t 1     # the measurement (about 10 min on 2 CPU cores)
+# python scripts/bench_training.py RUN_DIR --t 1 --stages dpo --layouts grouped:2 grouped:2:nll  # NLL-only shortcut
 # python scripts/bench_training.py RUN_DIR --t 1 --steps 2 --rounds 1  # smoke test
 """Training throughput side by side: random batches against batches of rows of about one length
 (``training.sft.group_by_length``, ``training.dpo.group_by_length``), on one torch thread or more, for a finished run's two kinds of
@@ -8,8 +9,10 @@ rows the loop trained M_{t+1} on, from ``m<t+1>``).
     python scripts/bench_training.py runs/judge_overrule/seed0 --t 1
     python scripts/bench_training.py runs/judge_overrule/seed0 --t 1 --layouts random:2 grouped:2 --steps 120
 
-Each layout (``SAMPLING:THREADS``, SAMPLING ``random`` or ``grouped``) trains ``--steps``
-optimizer steps of the stage's batch size on the same rows (a fixed shuffle of the stage's
+Each layout (``SAMPLING:THREADS``, SAMPLING ``random`` or ``grouped``; ``SAMPLING:THREADS:nll``
+skips the rejected and reference passes of DPO rows with the chosen answer on both sides,
+``training.dpo.nll_only_shortcut=true``, where the others run TRL's own loss on every row) trains
+``--steps`` optimizer steps of the stage's batch size on the same rows (a fixed shuffle of the stage's
 rows, its first steps x batch_size), with the run's own settings otherwise, from the same model
 (SFT: the run's M0; DPO: M_t against the reference M_t), in this one process. Layouts take turns
 (``--rounds`` rounds, each running every layout once), so that a slower period of a shared
@@ -42,12 +45,14 @@ from selfreward.training import train_dpo, train_sft
 SAMPLINGS = {"random": False, "grouped": True}
 
 
-def parse_layout(text: str) -> tuple[str, int]:
-    sampling, _, threads = text.partition(":")
-    if sampling not in SAMPLINGS or not threads.isdigit() or int(threads) < 1:
-        raise argparse.ArgumentTypeError(f"a layout is SAMPLING:THREADS with SAMPLING one of {sorted(SAMPLINGS)} "
-                                         f"and THREADS at least 1, got {text!r}")
-    return sampling, int(threads)
+def parse_layout(text: str) -> tuple[str, int, bool]:
+    """``SAMPLING:THREADS[:nll]`` -> (sampling, threads, whether the NLL-only shortcut is on)."""
+    sampling, _, rest = text.partition(":")
+    threads, _, passes = rest.partition(":")
+    if sampling not in SAMPLINGS or not threads.isdigit() or int(threads) < 1 or passes not in ("", "nll"):
+        raise argparse.ArgumentTypeError(f"a layout is SAMPLING:THREADS or SAMPLING:THREADS:nll with SAMPLING one of "
+                                         f"{sorted(SAMPLINGS)} and THREADS at least 1, got {text!r}")
+    return sampling, int(threads), passes == "nll"
 
 
 def padding_share(lengths: list[int], batch_size: int, grouped: bool, seed: int) -> float:
@@ -104,7 +109,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.steps < 1 or args.rounds < 1:
         parser.error("--steps and --rounds are at least 1")
-    layouts = args.layouts or [("random", 1), ("random", 2), ("grouped", 1), ("grouped", 2)]
+    layouts = args.layouts or [("random", 1, False), ("random", 2, False), ("grouped", 1, False), ("grouped", 2, False)]
     cfg = OmegaConf.load(args.run / "config.yaml")
     cfg.training.logging_steps = 10 ** 9
     # One epoch of steps x batch_size rows: --steps optimizer steps (a warmup and a schedule as
@@ -122,6 +127,7 @@ def main() -> None:
             for _ in range(args.rounds):
                 for layout in layouts:
                     torch.set_num_threads(layout[1])
+                    cfg.training.dpo.nll_only_shortcut = layout[2]
                     seconds, done = train_once(stage, args.run, cfg, rows, args.t, SAMPLINGS[layout[0]], Path(tmp))
                     times[layout].append(seconds)
                     steps.add(done)
@@ -133,7 +139,7 @@ def main() -> None:
         for layout in layouts:
             seconds = statistics.median(times[layout])
             pad = padding[SAMPLINGS[layout[0]]]
-            name = f"{layout[0]}:{layout[1]}"
+            name = f"{layout[0]}:{layout[1]}" + (":nll" if layout[2] else "")
             print(f"{name:<12} {seconds:>8.1f} {len(rows) / seconds:>8.1f} {pad:>8.1%} {base / seconds:>8.2f}x")
             results[stage][name] = {"seconds": times[layout], "median_s": seconds, "padding": pad,
                                     "speed_up": base / seconds}

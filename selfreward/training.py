@@ -239,7 +239,72 @@ def _dpo_trainer_class():
                 dataset = Dataset.load_from_disk(str(shared))
             return super()._precompute_ref_logps(dataset, name, batch_size)
 
+        def _compute_loss(self, model, inputs, return_outputs):
+            same = _nll_only_rows(self, inputs) if not return_outputs else None
+            if same is None:
+                return super()._compute_loss(model, inputs, return_outputs)
+            return self._loss_with_nll_only_rows(model, inputs, same)
+
+        def _loss_with_nll_only_rows(self, model, inputs, same):
+            """TRL's loss for ``["sigmoid", "sft"]`` on a batch where some pairs have their chosen
+            answer on both sides (``training.eft_pairs_anchors``, ``eft_pairs_push=false``), with
+            fewer passes. Such a pair's preference term is -log sigmoid(0), a constant without
+            gradient, so only its chosen side is run (for the NLL term): no rejected or reference
+            pass. TRL runs the real pairs (and logs its metrics from them); the NLL term then covers
+            the chosen tokens of the whole batch, as in TRL's own loss, in one more pass. Same loss
+            and gradients as TRL's; no library offers this (TRL runs every row on both sides)."""
+            n_rows = same.numel()
+            real = ~same
+            n_real = int(real.sum())
+            w_pref, w_nll = self.loss_weights
+            loss = w_pref * math.log(2.0) * (n_rows - n_real) / n_rows
+            if n_real:
+                sub = {k: (v[real] if v.size(0) == n_rows else torch.cat([h[real] for h in v.chunk(2)]))
+                       for k, v in inputs.items()}
+                types, weights = self.loss_types, self.loss_weights
+                # TRL averages the preference term over the rows it is given: reweighted to the batch.
+                self.loss_types, self.loss_weights = ["sigmoid"], [w_pref * n_real / n_rows]
+                try:
+                    loss = loss + super()._compute_loss(model, sub, False)
+                finally:
+                    self.loss_types, self.loss_weights = types, weights
+            ids, attention, completion = (inputs[k].chunk(2)[0]  # the chosen rows
+                                          for k in ("input_ids", "attention_mask", "completion_mask"))
+            if model.training:
+                # TRL counts the tokens of the rows it ran; the NLL-only rows' chosen sides too.
+                self._total_train_tokens += int(attention[same].sum()) // self._tp_size
+            labels = ids.masked_fill(completion == 0, -100)
+            out = model(input_ids=ids, attention_mask=attention, labels=labels, use_cache=False, fused_lm_head=True)
+            shift = completion[:, 1:].bool()
+            logps = out.log_probs[:, -shift.size(1):]
+            return loss - w_nll * logps[shift].mean()
+
     return EndOfTurnDPOTrainer
+
+
+# Batch keys _nll_only_rows knows how to split: DPO's collated pairs (chosen rows, then rejected
+# rows) and the precomputed reference log-probs (one per pair).
+_PAIR_KEYS = {"input_ids", "attention_mask", "completion_mask"}
+_REF_KEYS = {"ref_chosen_logps", "ref_rejected_logps"}
+
+
+def _nll_only_rows(trainer, inputs) -> torch.Tensor | None:
+    """Per pair of a DPO batch, whether its rejected side is its chosen side (a row trained by the
+    NLL term only), when the trainer can save passes on them
+    (``EndOfTurnDPOTrainer._loss_with_nll_only_rows``): the trainer's ``nll_only_shortcut`` on
+    (``training.dpo.nll_only_shortcut``), loss ``["sigmoid", "sft"]`` with TRL's
+    plain reverse-KL DPO, one process, and more such rows than real pairs (below that, the
+    extra pass for the NLL term costs more than it saves). None otherwise."""
+    if (not getattr(trainer, "nll_only_shortcut", False) or list(trainer.loss_types) != ["sigmoid", "sft"]
+            or trainer.ld_alpha is not None or trainer.use_weighting or trainer.aux_loss_enabled
+            or trainer.f_divergence_type != "reverse_kl" or distributed.active()
+            or not set(inputs) <= _PAIR_KEYS | _REF_KEYS or not _PAIR_KEYS <= set(inputs)):
+        return None
+    same = torch.ones(inputs["input_ids"].size(0) // 2, dtype=torch.bool, device=inputs["input_ids"].device)
+    for k in _PAIR_KEYS:
+        chosen, rejected = inputs[k].chunk(2)
+        same &= (chosen == rejected).all(dim=1)
+    return same if 2 * int(same.sum()) > same.numel() else None
 
 
 def dpo_trainer(model, ref_model, tokenizer, pairs: list[dict], args, *, peft_config=None):
@@ -327,6 +392,7 @@ def train_dpo(
         **({"precompute_ref_log_probs": True} if precompute else {}),
     )
     trainer = dpo_trainer(model, ref_model, tokenizer, pairs, args, peft_config=peft_config)
+    trainer.nll_only_shortcut = bool(dpo.nll_only_shortcut)
     _check_sharding(trainer, run_name)
     if precompute:
         # The reference log-probs are in the dataset now: training holds one model, the policy.

@@ -16,13 +16,13 @@ def test_bench_training_runs_every_layout_on_both_stages(tiny_run, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     done = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "bench_training.py"), str(tiny_run), "--t", "1", "--steps", "2",
-         "--rounds", "1", "--layouts", "random:1", "grouped:1", "--json", str(out)],
+         "--rounds", "1", "--layouts", "random:1", "grouped:1", "grouped:1:nll", "--json", str(out)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     for stage in ("sft", "dpo"):
         assert re.search(rf"^{stage}: \d+ rows, 2 steps of \d+", done.stdout, re.MULTILINE), done.stdout
-    for layout in ("random:1", "grouped:1"):
+    for layout in ("random:1", "grouped:1", "grouped:1:nll"):
         assert len(re.findall(rf"^{layout} +\d+\.\d +\d+\.\d +\d+\.\d% +\d+\.\d\dx$", done.stdout, re.MULTILINE)) == 2
     result = json.loads(out.read_text())
     assert set(result) == {"sft", "dpo"}
@@ -36,3 +36,6 @@ def test_bench_training_refuses_a_bad_layout(tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_training.py"), str(tmp_path),
                            "--layouts", "sorted:2"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "a layout is SAMPLING:THREADS" in done.stderr
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_training.py"), str(tmp_path),
+                           "--layouts", "grouped:2:some"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "SAMPLING:THREADS:nll" in done.stderr

@@ -167,3 +167,67 @@ def test_group_by_length_batches_rows_of_a_length(stage, tmp_path):
         padding[grouped] = _padding(trainer)
     assert padding[True][0] < padding[False][0]
     assert padding[True][1] * 4 < padding[False][1]  # measured: 8x less padding
+
+
+def _tiny_policy(tmp_path, texts):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from selfreward.generation import load_tokenizer
+
+    raw = build_tokenizer(texts * 10, vocab_size=64)
+    raw.chat_template = None
+    raw.save_pretrained(tmp_path / "tok")
+    tokenizer = load_tokenizer(str(tmp_path / "tok"))
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                                         num_attention_heads=2, intermediate_size=32,
+                                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
+    return tokenizer, model
+
+
+@pytest.mark.parametrize("precompute", [False, True])
+def test_nll_only_rows_give_trls_loss_and_gradients_with_fewer_passes(precompute, tmp_path):
+    """Pairs with their chosen answer on both sides (judge anchors) skip their rejected and reference
+    passes: on a batch of three real pairs and five such rows the loss and every gradient are
+    TRL's own (computed on all rows, both sides), with the reference run or precomputed; with
+    fewer such rows than real pairs the batch takes TRL's path unchanged."""
+    from trl import DPOConfig, DPOTrainer
+
+    from selfreward.training import _nll_only_rows, dpo_trainer
+
+    tokenizer, model = _tiny_policy(tmp_path, ["sort: 3 1 2", "1 2 3 4 5 6 7 8 9 0"])
+    ref = copy.deepcopy(model)
+    with torch.no_grad():  # a reference that is not the policy, so that the log-ratios are not all zero
+        for p in ref.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    real = [{"prompt": f"sort: {i} 1 2", "chosen": "1 2 " + str(i), "rejected": str(i) + " 2 1 9 9"} for i in range(3)]
+    same = [{"prompt": f"sort: 3 {i}", "chosen": "3 " * (i + 1), "rejected": "3 " * (i + 1)} for i in range(5)]
+    args = DPOConfig(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", per_device_train_batch_size=8,
+                     loss_type=["sigmoid", "sft"], loss_weights=[1.0, 6.0], beta=0.5, seed=0, data_seed=0,
+                     **({"precompute_ref_log_probs": True} if precompute else {}))
+    trainer = dpo_trainer(model, None if precompute else ref, tokenizer, real + same, args)
+    trainer.nll_only_shortcut = True  # as train_dpo sets it from training.dpo.nll_only_shortcut
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert _nll_only_rows(trainer, batch).tolist().count(True) == 5
+    model.train()
+
+    def loss_and_grads(compute):
+        model.zero_grad()
+        loss = compute(model, batch, False)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    fast, fast_grads = loss_and_grads(trainer._compute_loss)
+    trls, trls_grads = loss_and_grads(lambda *a: DPOTrainer._compute_loss(trainer, *a))
+    assert torch.allclose(fast, trls, rtol=1e-5, atol=1e-6)
+    assert fast > 6.0 * 0.1  # the NLL term is in it
+    for a, b in zip(fast_grads, trls_grads, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert any(g.abs().sum() > 0 for g in fast_grads)
+
+    mask = _nll_only_rows(trainer, batch)
+    keep = torch.cat([(~mask).nonzero()[:, 0], mask.nonzero()[:2, 0]])  # three real pairs, two such rows
+    few = {k: (v[keep] if v.size(0) == 8 else torch.cat([h[keep] for h in v.chunk(2)])) for k, v in batch.items()}
+    assert _nll_only_rows(trainer, few) is None
+    trainer.nll_only_shortcut = False
+    assert _nll_only_rows(trainer, batch) is None

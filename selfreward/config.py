@@ -688,6 +688,11 @@ def _check_rules(cfg) -> None:
             raise ConfigError("invalid config: training.eft_pairs_push=false with training.dpo.sft_weight=0; the "
                               "judgment pairs would train nothing: set training.dpo.sft_weight above 0 (their seed "
                               "judgments are trained by DPO's NLL term) or training.eft_pairs_push=true")
+    dpo = cfg.training.dpo
+    if dpo.nll_only_shortcut and (dpo.loss_type != "sigmoid" or not dpo.sft_weight):
+        raise ConfigError(f"invalid config: training.dpo.nll_only_shortcut=true with training.dpo.loss_type="
+                          f"{dpo.loss_type} and training.dpo.sft_weight={dpo.sft_weight}; allowed: loss_type sigmoid "
+                          f"with sft_weight above 0 (the shortcut is for rows that only DPO's NLL term trains)")
     # The data source checks its own keys, and what the model and judge ask of it.
     from selfreward.data import check_source
 

@@ -121,6 +121,9 @@ def test_wrong_type_fails():
     ("judge.continue_unscored=-1", "judge.continue_unscored=-1; allowed: an integer >= 0 (0: off)"),
     ("judge=expected judge.continue_unscored=2", "judge.continue_unscored=2 with judge.mode=expected; "
      "allowed: judge.mode=sample"),
+    ("training.dpo.nll_only_shortcut=true training.dpo.sft_weight=0", "training.dpo.nll_only_shortcut=true with "
+     "training.dpo.loss_type=sigmoid and training.dpo.sft_weight=0.0; allowed: loss_type sigmoid with sft_weight"),
+    ("training.dpo.nll_only_shortcut=true training.dpo.loss_type=ipo", "training.dpo.loss_type=ipo"),
 ])
 def test_bad_choices_fail_before_any_stage(override, message):
     with pytest.raises(SelfRewardError, match=re.escape(message)):

@@ -215,9 +215,10 @@ class DPOConfig:
     # computed once before training, so that training holds one model (a 70B DPO: not two copies).
     precompute_ref_log_probs: bool = False
     # As SFTConfig.group_by_length, for DPO's pairs (each padded to its prompt and longer answer).
-    # On experiment=judge_overrule's DPO alone (validation seeds 102, 103): DPO 1.4-2.9x faster,
-    # M3 - M1 +11.30 against +10.00, judge level (docs/results.md, "DPO alone on batches grouped
-    # by length"); not yet on all four validation seeds, so off in every file.
+    # On experiment=judge_overrule's DPO alone (validation seeds 100-103): DPO about 1.4x faster
+    # in the first round, M3 - M1 +10.65 against +11.90 (the second round loses), judge level:
+    # below the rule set beforehand, so off in every file (docs/results.md, "DPO grouped by
+    # length on validation seeds 100 and 101").
     group_by_length: bool = False
     # Pairs with the chosen answer on both sides (training.eft_pairs_anchors, eft_pairs_push=false)
     # train only the NLL term (the preference term is a constant there): true skips their rejected

@@ -109,7 +109,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.steps < 1 or args.rounds < 1:
         parser.error("--steps and --rounds are at least 1")
-    layouts = args.layouts or [("random", 1, False), ("random", 2, False), ("grouped", 1, False), ("grouped", 2, False)]
+    layouts = args.layouts or [(sampling, threads, False) for sampling in SAMPLINGS for threads in (1, 2)]
     cfg = OmegaConf.load(args.run / "config.yaml")
     cfg.training.logging_steps = 10 ** 9
     # One epoch of steps x batch_size rows: --steps optimizer steps (a warmup and a schedule as

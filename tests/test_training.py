@@ -122,19 +122,12 @@ def _padding(trainer) -> tuple[int, int]:
     return total, total - real
 
 
-@pytest.mark.parametrize("stage", ["sft", "dpo"])
-def test_group_by_length_batches_rows_of_a_length(stage, tmp_path):
-    """``training.{sft,dpo}.group_by_length``: the Trainer's sampler gets every row's padded length (DPO
-    rows have no ``input_ids`` for it to read), and a batch holds rows of about one length: on
-    short and long rows mixed, far less padding than in random batches."""
+def _tiny_policy(tmp_path, texts):
+    """A tokenizer built on ``texts`` and a one-layer Llama on it, both fresh (seed 0)."""
     from transformers import LlamaConfig, LlamaForCausalLM
-    from trl import DPOConfig, SFTConfig
-    from transformers.trainer_pt_utils import LengthGroupedSampler
 
     from selfreward.generation import load_tokenizer
-    from selfreward.training import dpo_trainer, sft_trainer
 
-    texts = ["sort: 3 1 2", "1 2 3 4 5 6 7 8 9 0 " * 4]
     raw = build_tokenizer(texts * 10, vocab_size=64)
     raw.chat_template = None
     raw.save_pretrained(tmp_path / "tok")
@@ -143,6 +136,20 @@ def test_group_by_length_batches_rows_of_a_length(stage, tmp_path):
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
                                          num_attention_heads=2, intermediate_size=32,
                                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
+    return tokenizer, model
+
+
+@pytest.mark.parametrize("stage", ["sft", "dpo"])
+def test_group_by_length_batches_rows_of_a_length(stage, tmp_path):
+    """``training.{sft,dpo}.group_by_length``: the Trainer's sampler gets every row's padded length (DPO
+    rows have no ``input_ids`` for it to read), and a batch holds rows of about one length: on
+    short and long rows mixed, far less padding than in random batches."""
+    from trl import DPOConfig, SFTConfig
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from selfreward.training import dpo_trainer, sft_trainer
+
+    tokenizer, model = _tiny_policy(tmp_path, ["sort: 3 1 2", "1 2 3 4 5 6 7 8 9 0 " * 4])
     long = "1 2 3 4 5 6 7 8 9 0 " * 4
     lengths = [1 if i % 2 else 40 for i in range(64)]  # short and long answers alternate
     padding = {}
@@ -167,22 +174,6 @@ def test_group_by_length_batches_rows_of_a_length(stage, tmp_path):
         padding[grouped] = _padding(trainer)
     assert padding[True][0] < padding[False][0]
     assert padding[True][1] * 4 < padding[False][1]  # measured: 8x less padding
-
-
-def _tiny_policy(tmp_path, texts):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from selfreward.generation import load_tokenizer
-
-    raw = build_tokenizer(texts * 10, vocab_size=64)
-    raw.chat_template = None
-    raw.save_pretrained(tmp_path / "tok")
-    tokenizer = load_tokenizer(str(tmp_path / "tok"))
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
-                                         num_attention_heads=2, intermediate_size=32,
-                                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
-    return tokenizer, model
 
 
 @pytest.mark.parametrize("precompute", [False, True])

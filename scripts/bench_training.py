@@ -2,9 +2,9 @@
 # python scripts/bench_training.py RUN_DIR --t 1 --stages dpo --layouts grouped:2 grouped:2:nll  # NLL-only shortcut
 # python scripts/bench_training.py RUN_DIR --t 1 --steps 2 --rounds 1  # smoke test
 """Training throughput side by side: random batches against batches of rows of about one length
-(``training.sft.group_by_length``, ``training.dpo.group_by_length``), on one torch thread or more, for a finished run's two kinds of
-training stage: M1's SFT (the run's seed data, as the loop builds it) and iteration t's DPO (the
-rows the loop trained M_{t+1} on, from ``m<t+1>``).
+(``training.sft.group_by_length``, ``training.dpo.group_by_length``), on one torch thread or more,
+for a finished run's two kinds of training stage: M1's SFT (the run's seed data, as the loop
+builds it) and iteration t's DPO (the rows the loop trained M_{t+1} on, from ``m<t+1>``).
 
     python scripts/bench_training.py runs/judge_overrule/seed0 --t 1
     python scripts/bench_training.py runs/judge_overrule/seed0 --t 1 --layouts random:2 grouped:2 --steps 120
@@ -12,8 +12,8 @@ rows the loop trained M_{t+1} on, from ``m<t+1>``).
 Each layout (``SAMPLING:THREADS``, SAMPLING ``random`` or ``grouped``; ``SAMPLING:THREADS:nll``
 skips the rejected and reference passes of DPO rows with the chosen answer on both sides,
 ``training.dpo.nll_only_shortcut=true``, where the others run TRL's own loss on every row) trains
-``--steps`` optimizer steps of the stage's batch size on the same rows (a fixed shuffle of the stage's
-rows, its first steps x batch_size), with the run's own settings otherwise, from the same model
+``--steps`` optimizer steps of the stage's batch size on the same rows (a fixed shuffle of the
+stage's rows, its first steps x batch_size), with the run's own settings otherwise, from the same model
 (SFT: the run's M0; DPO: M_t against the reference M_t), in this one process. Layouts take turns
 (``--rounds`` rounds, each running every layout once), so that a slower period of a shared
 machine falls on all of them; the median of each is reported. Printed per stage and layout: the

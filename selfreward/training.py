@@ -224,7 +224,11 @@ def _dpo_trainer_class():
     class EndOfTurnDPOTrainer(_LengthGrouped, DPOTrainer):
         """TRL's DPOTrainer whose precomputed reference log-probabilities
         (``precompute_ref_log_probs``, computed in its constructor) cover the answers as they are
-        trained: cut at the end-of-turn token (:func:`end_labels_at_end_of_turn`)."""
+        trained: cut at the end-of-turn token (:func:`end_labels_at_end_of_turn`). With
+        ``nll_only_shortcut`` (``training.dpo.nll_only_shortcut``), rows with the chosen answer on
+        both sides skip their dead passes (:meth:`_loss_with_nll_only_rows`)."""
+
+        nll_only_shortcut = False
 
         def _precompute_ref_logps(self, dataset, name, batch_size):
             dataset = end_labels_at_end_of_turn(dataset, chat.end_of_turn_id(self.processing_class))
@@ -295,7 +299,7 @@ def _nll_only_rows(trainer, inputs) -> torch.Tensor | None:
     (``training.dpo.nll_only_shortcut``), loss ``["sigmoid", "sft"]`` with TRL's
     plain reverse-KL DPO, one process, and more such rows than real pairs (below that, the
     extra pass for the NLL term costs more than it saves). None otherwise."""
-    if (not getattr(trainer, "nll_only_shortcut", False) or list(trainer.loss_types) != ["sigmoid", "sft"]
+    if (not trainer.nll_only_shortcut or list(trainer.loss_types) != ["sigmoid", "sft"]
             or trainer.ld_alpha is not None or trainer.use_weighting or trainer.aux_loss_enabled
             or trainer.f_divergence_type != "reverse_kl" or distributed.active()
             or not set(inputs) <= _PAIR_KEYS | _REF_KEYS or not _PAIR_KEYS <= set(inputs)):

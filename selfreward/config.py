@@ -220,6 +220,10 @@ class DPOConfig:
     # below the rule set beforehand, so off in every file (docs/results.md, "DPO grouped by
     # length on validation seeds 100 and 101").
     group_by_length: bool = False
+    # The last iteration (1 makes M2) whose DPO group_by_length applies to; later ones draw their
+    # batches at random. 0: every iteration. (The grouped runs above were level in the first round
+    # and lost in the second.)
+    group_by_length_until_iteration: int = 0
     # Pairs with the chosen answer on both sides (training.eft_pairs_anchors, eft_pairs_push=false)
     # train only the NLL term (the preference term is a constant there): true skips their rejected
     # and reference passes in batches where they are the majority (with group_by_length, the
@@ -510,6 +514,7 @@ RANGES = {
     "pairs.min_vote_share": _rule(lambda v: 0 <= v <= 1, "a number in [0, 1] (0: off)"),
     "pairs.overrule_majority_below": _rule(lambda v: v >= 0, "a number >= 0 (0: off)"),
     "pairs.overrule_until_iteration": _int_at_least(0, " (0: every iteration)"),
+    "training.dpo.group_by_length_until_iteration": _int_at_least(0, " (0: every iteration)"),
     **_trainer_ranges("training.sft"),
     **_trainer_ranges("training.dpo"),
     **_trainer_ranges("training.sft_best"),
@@ -690,6 +695,10 @@ def _check_rules(cfg) -> None:
                               "judgment pairs would train nothing: set training.dpo.sft_weight above 0 (their seed "
                               "judgments are trained by DPO's NLL term) or training.eft_pairs_push=true")
     dpo = cfg.training.dpo
+    if dpo.group_by_length_until_iteration and not dpo.group_by_length:
+        raise ConfigError(f"invalid config: training.dpo.group_by_length_until_iteration="
+                          f"{dpo.group_by_length_until_iteration} with training.dpo.group_by_length=false; it would "
+                          f"change nothing: set training.dpo.group_by_length=true or leave it at 0")
     if dpo.nll_only_shortcut and (dpo.loss_type != "sigmoid" or not dpo.sft_weight):
         raise ConfigError(f"invalid config: training.dpo.nll_only_shortcut=true with training.dpo.loss_type="
                           f"{dpo.loss_type} and training.dpo.sft_weight={dpo.sft_weight}; allowed: loss_type sigmoid "

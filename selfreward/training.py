@@ -59,10 +59,13 @@ def _peft_config(lora):
 
 
 def _trainer_args(stage_cfg, training_cfg, model_cfg, output_dir: Path, seed: int, report_to: str,
-                  run_name: str, lr_scale: float = 1.0) -> dict:
+                  run_name: str, lr_scale: float = 1.0, group_by_length: bool | None = None) -> dict:
     """Arguments shared by SFTConfig and DPOConfig. The stage's ``batch_size`` is that of all
     processes together (:func:`selfreward.distributed.batch_args`); its learning rate is scaled
-    by ``lr_scale`` (the loop's per-iteration decay, :func:`iteration_lr_scale`)."""
+    by ``lr_scale`` (the loop's per-iteration decay, :func:`iteration_lr_scale`); its batches are
+    grouped by length as ``group_by_length`` says (None: the stage's own ``group_by_length``)."""
+    if group_by_length is None:
+        group_by_length = stage_cfg.group_by_length
     return dict(
         output_dir=str(output_dir),
         run_name=run_name,
@@ -77,7 +80,7 @@ def _trainer_args(stage_cfg, training_cfg, model_cfg, output_dir: Path, seed: in
         activation_checkpointing=training_cfg.activation_checkpointing,
         logging_steps=training_cfg.logging_steps,
         dataloader_num_workers=training_cfg.dataloader_num_workers,
-        train_sampling_strategy="group_by_length" if stage_cfg.group_by_length else "random",
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
         save_strategy="no",
         report_to=report_to,
         seed=seed,
@@ -85,6 +88,13 @@ def _trainer_args(stage_cfg, training_cfg, model_cfg, output_dir: Path, seed: in
         **_precision(model_cfg),
         disable_tqdm=False,
     )
+
+
+def dpo_groups_by_length(dpo_cfg, t: int) -> bool:
+    """Whether iteration ``t``'s DPO batches its rows by length: ``training.dpo.group_by_length``,
+    up to iteration ``group_by_length_until_iteration`` (0: in every iteration)."""
+    until = dpo_cfg.group_by_length_until_iteration
+    return bool(dpo_cfg.group_by_length) and (until == 0 or t <= until)
 
 
 def iteration_lr_scale(training_cfg, t: int) -> float:
@@ -364,10 +374,12 @@ def train_sft(
 
 def train_dpo(
     model_path: str, ref_path: str, pairs: list[dict], out_dir: Path, cfg, *, seed: int,
-    report_to: str = "none", run_name: str = "dpo", lr_scale: float = 1.0,
+    report_to: str = "none", run_name: str = "dpo", lr_scale: float = 1.0, group_by_length: bool | None = None,
 ) -> dict:
     """DPO with TRL's DPOTrainer, initialised from ``model_path`` against the reference in ``ref_path``,
-    at ``training.dpo.learning_rate`` times ``lr_scale``."""
+    at ``training.dpo.learning_rate`` times ``lr_scale``, batches grouped by length as
+    ``group_by_length`` says (None: ``training.dpo.group_by_length``; the loop passes
+    :func:`dpo_groups_by_length` of its iteration)."""
     from trl import DPOConfig
 
     if not pairs:
@@ -389,7 +401,7 @@ def train_dpo(
                                attn_implementation=cfg.model.attn_implementation,
                                trust_remote_code=cfg.model.trust_remote_code)
     args = DPOConfig(
-        **_trainer_args(dpo, cfg.training, cfg.model, work, seed, report_to, run_name, lr_scale),
+        **_trainer_args(dpo, cfg.training, cfg.model, work, seed, report_to, run_name, lr_scale, group_by_length),
         beta=dpo.beta,
         loss_type=[dpo.loss_type, "sft"] if dpo.sft_weight else [dpo.loss_type],
         loss_weights=[1.0, dpo.sft_weight] if dpo.sft_weight else None,

@@ -124,6 +124,9 @@ def test_wrong_type_fails():
     ("training.dpo.nll_only_shortcut=true training.dpo.sft_weight=0", "training.dpo.nll_only_shortcut=true with "
      "training.dpo.loss_type=sigmoid and training.dpo.sft_weight=0.0; allowed: loss_type sigmoid with sft_weight"),
     ("training.dpo.nll_only_shortcut=true training.dpo.loss_type=ipo", "training.dpo.loss_type=ipo"),
+    ("training.dpo.group_by_length_until_iteration=1", "training.dpo.group_by_length=false; it would change nothing"),
+    ("training.dpo.group_by_length=true training.dpo.group_by_length_until_iteration=-1",
+     "training.dpo.group_by_length_until_iteration=-1; allowed: an integer >= 0"),
 ])
 def test_bad_choices_fail_before_any_stage(override, message):
     with pytest.raises(SelfRewardError, match=re.escape(message)):

@@ -134,6 +134,33 @@ def test_later_iterations_train_at_the_decayed_learning_rate(tiny_run, tmp_path,
     assert scales == pytest.approx([1.0, 0.3])
 
 
+@pytest.mark.parametrize("until, expected", [(0, [True, True]), (1, [True, False]), (2, [True, True])])
+def test_dpo_groups_by_length_up_to_its_last_iteration(until, expected, tiny_run, tmp_path, monkeypatch):
+    """training.dpo.group_by_length_until_iteration: iterations up to it batch DPO's rows by length,
+    later ones at random (0: every iteration), and what the loop passes reaches TRL's sampler."""
+    from conftest import TINY_RUN, compose_config
+
+    import selfreward.loop as loop
+    from selfreward import training
+
+    cfg = compose_config([*TINY_RUN, "training.dpo.group_by_length=true",
+                          f"training.dpo.group_by_length_until_iteration={until}"])
+    strategy = {grouped: training._trainer_args(cfg.training.dpo, cfg.training, cfg.model, tmp_path, 0, "none", "dpo",
+                                                group_by_length=grouped)["train_sampling_strategy"]
+                for grouped in (True, False, None)}
+    assert strategy == {True: "group_by_length", False: "random", None: "group_by_length"}
+
+    grouped = []
+    monkeypatch.setattr(loop, "train_dpo", lambda *a, group_by_length, **k: grouped.append(group_by_length) or {})
+    run_dir = tmp_path / "run"
+    for name in ("data", "m0", "m1", "m2", "m3"):
+        shutil.copytree(tiny_run / name, run_dir / name,
+                        ignore=shutil.ignore_patterns("dpo.done", *(["model"] if name == "m3" else [])))
+    loop.stage_train(cfg, run_dir, 1)
+    loop.stage_train(cfg, run_dir, 2)
+    assert grouped == expected
+
+
 def test_eft_replay_fine_tunes_the_trained_model_on_seed_judgments(tiny_run, tmp_path):
     """training.eft_replay_rows: after the round's DPO the model is fine-tuned on that many seed
     EFT rows, which it then writes more likely than the DPO model alone; DPO's own curve is kept."""

@@ -8,6 +8,8 @@ preference pairs (the loop's own ``pairs.jsonl``, so whatever pair rule the run 
 * how often the chosen answer is correct (the judge's choice; for a rule with several pairs per
   prompt, the share of that prompt's pairs), against a candidate drawn at random (the share of
   samples that are correct) and the most frequent candidate (majority vote, no judge);
+* over every prompt of the iteration, how much M_{t-1}'s samples disagree (distinct answers, all
+  the same, right and wrong both sampled) and how often a sample and the most sampled answer are right;
 * per rubric check and task, how often the judge's verdict agrees with the oracle's, on the
   held-out judge set (synthetic responses, m1/eval_judge.jsonl) and on its own candidates;
 * over every prompt that could give a best-vs-worst pair (before ``pairs.majority_agrees`` or
@@ -53,6 +55,28 @@ def choice_rates(folder: Path) -> dict[str, float]:
         totals["a random sample"] += sum(is_correct(prompt, r) for r in samples) / len(samples)
         totals["the most frequent candidate"] += is_correct(prompt, max(counts, key=counts.get))
         totals["any candidate correct"] += any(is_correct(prompt, r) for r in counts)
+    return {k: v / n for k, v in totals.items()} | {"prompts": n}
+
+
+def sample_spread(folder: Path) -> dict[str, float]:
+    """How much M_t's samples disagree with each other, over every prompt of ``candidates.jsonl``
+    that is one of the world's tasks (with a pair or not): the mean number of distinct answers
+    (stripped), the share of prompts whose samples are all the same answer, the share with both a
+    right and a wrong sample (where an oracle pair exists), the share of samples right, and the
+    share of prompts whose most sampled answer is right (the first seen wins equal counts)."""
+    totals, n = collections.Counter(), 0
+    for c in read_jsonl(folder / "candidates.jsonl"):
+        prompt = c["prompt"]
+        if parse_prompt(prompt) is None:
+            continue
+        n += 1
+        counts = collections.Counter(r.strip() for r in c["responses"])
+        right = [is_correct(prompt, r) for r in c["responses"]]
+        totals["distinct answers"] += len(counts)
+        totals["all samples the same"] += len(counts) == 1
+        totals["right and wrong sampled"] += 0 < sum(right) < len(right)
+        totals["samples right"] += sum(right) / len(right)
+        totals["most sampled answer right"] += is_correct(prompt, max(counts, key=counts.get))
     return {k: v / n for k, v in totals.items()} | {"prompts": n}
 
 
@@ -240,6 +264,13 @@ def main() -> None:
     for key in rates[0]:
         values = [r[key] for r in rates]
         print(f"  {key:32s} {statistics.fmean(values):.3f}  ({min(values):.3f}-{max(values):.3f})")
+    print(f"\nHow M{args.model - 1}'s samples spread, every prompt of the iteration (per run): prompts, distinct "
+          "answers, all the same, right and wrong sampled, samples right, most sampled right")
+    for run in args.runs:
+        spread = sample_spread(run / f"m{args.model}")
+        print(f"  {str(run):40s} {spread['prompts']:6d}  {spread['distinct answers']:.2f}  "
+              f"{spread['all samples the same']:.3f}  {spread['right and wrong sampled']:.3f}  "
+              f"{spread['samples right']:.3f}  {spread['most sampled answer right']:.3f}")
     held_out = [check_accuracy(run / "m1" / "eval_judge.jsonl") for run in args.runs]
     own = [check_accuracy(run / f"m{args.model}" / "judgments.jsonl") for run in args.runs]
     print("\nVerdicts that agree with the oracle, per check (M1's judge on the held-out set | M"

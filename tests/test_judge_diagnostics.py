@@ -53,6 +53,26 @@ def test_choice_rates_by_hand(tmp_path, diagnostics):
     assert rates["any candidate correct"] == 1.0
 
 
+def test_sample_spread_by_hand(tmp_path, diagnostics):
+    # sort: 3 1 2 -> "1 2 3": three distinct answers (" 1 2 3" is the same once stripped), 2 of 4 right,
+    # the most sampled "1 2 3" right. evens: 4 1 6 -> "4 6": one answer, all right.
+    # reverse: 5 2 8 -> "8 2 5": two answers, none right; "5 2 8" and "8 5" twice each, the first seen wins.
+    # "hello" is not one of the world's tasks: left out.
+    _write(tmp_path, "candidates.jsonl", [
+        {"prompt": "sort: 3 1 2", "responses": ["1 2 2", "1 2 3", "3 1 2", " 1 2 3"]},
+        {"prompt": "evens: 4 1 6", "responses": ["4 6", "4 6"]},
+        {"prompt": "reverse: 5 2 8", "responses": ["5 2 8", "8 5", "8 5", "5 2 8"]},
+        {"prompt": "hello", "responses": ["a", "b"]},
+    ])
+    spread = diagnostics.sample_spread(tmp_path)
+    assert spread["prompts"] == 3
+    assert spread["distinct answers"] == pytest.approx((3 + 1 + 2) / 3)
+    assert spread["all samples the same"] == pytest.approx(1 / 3)
+    assert spread["right and wrong sampled"] == pytest.approx(1 / 3)
+    assert spread["samples right"] == pytest.approx((2 / 4 + 1 + 0) / 3)
+    assert spread["most sampled answer right"] == pytest.approx(2 / 3)
+
+
 def test_vote_split_by_hand(tmp_path, diagnostics):
     # One row per sample, as the loop writes judgments.jsonl.
     def rows(prompt, samples):
@@ -219,6 +239,8 @@ def test_judge_diagnostics_runs_on_a_finished_run(tiny_run):
     out = subprocess.run([sys.executable, str(SCRIPT), str(tiny_run), "--model", "2"],
                          capture_output=True, text=True, check=True).stdout
     assert "Which candidate is correct" in out and "Per check on the held-out set" in out
+    spread = out.split("How M1's samples spread")[1].splitlines()[1].split()
+    assert spread[0] == str(tiny_run) and int(spread[1]) > 0 and float(spread[2]) >= 1
     per_check = out.split("Per check on the held-out set")[1].splitlines()
     assert [line.split()[0] for line in per_check[2:5]] == ["M1", "M2", "M3"]  # every evaluated model
     assert all(len(line.split()) == 1 + 3 * 5 for line in per_check[2:5])  # "lenient | harsh" for five checks

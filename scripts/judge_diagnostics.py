@@ -59,11 +59,12 @@ def choice_rates(folder: Path) -> dict[str, float]:
 
 
 def sample_spread(folder: Path) -> dict[str, float]:
-    """How much M_t's samples disagree with each other, over every prompt of ``candidates.jsonl``
-    that is one of the world's tasks (with a pair or not): the mean number of distinct answers
-    (stripped), the share of prompts whose samples are all the same answer, the share with both a
-    right and a wrong sample (where an oracle pair exists), the share of samples right, and the
-    share of prompts whose most sampled answer is right (the first seen wins equal counts)."""
+    """How much the samples of ``folder/candidates.jsonl`` (those of the model the iteration
+    started from) disagree with each other, over every prompt that is one of the world's tasks
+    (with a pair or not): the mean number of distinct answers (stripped), the share of prompts whose
+    samples are all the same answer, the share with both a right and a wrong sample (where an oracle
+    pair exists), the share of samples right, and the share of prompts whose most sampled answer is
+    right (the first seen wins equal counts). Only ``{"prompts": 0}`` when no prompt is a task."""
     totals, n = collections.Counter(), 0
     for c in read_jsonl(folder / "candidates.jsonl"):
         prompt = c["prompt"]
@@ -77,7 +78,7 @@ def sample_spread(folder: Path) -> dict[str, float]:
         totals["right and wrong sampled"] += 0 < sum(right) < len(right)
         totals["samples right"] += sum(right) / len(right)
         totals["most sampled answer right"] += is_correct(prompt, max(counts, key=counts.get))
-    return {k: v / n for k, v in totals.items()} | {"prompts": n}
+    return {k: v / n for k, v in totals.items()} | {"prompts": n} if n else {"prompts": 0}
 
 
 def _finished_scores(group: dict) -> dict[str, list[float]]:
@@ -268,6 +269,9 @@ def main() -> None:
           "answers, all the same, right and wrong sampled, samples right, most sampled right")
     for run in args.runs:
         spread = sample_spread(run / f"m{args.model}")
+        if not spread["prompts"]:
+            print(f"  {str(run):40s} no prompt of the built-in world's tasks")
+            continue
         print(f"  {str(run):40s} {spread['prompts']:6d}  {spread['distinct answers']:.2f}  "
               f"{spread['all samples the same']:.3f}  {spread['right and wrong sampled']:.3f}  "
               f"{spread['samples right']:.3f}  {spread['most sampled answer right']:.3f}")

@@ -71,6 +71,8 @@ def test_sample_spread_by_hand(tmp_path, diagnostics):
     assert spread["right and wrong sampled"] == pytest.approx(1 / 3)
     assert spread["samples right"] == pytest.approx((2 / 4 + 1 + 0) / 3)
     assert spread["most sampled answer right"] == pytest.approx(2 / 3)
+    _write(tmp_path, "candidates.jsonl", [{"prompt": "hello", "responses": ["a", "b"]}])
+    assert diagnostics.sample_spread(tmp_path) == {"prompts": 0}
 
 
 def test_vote_split_by_hand(tmp_path, diagnostics):

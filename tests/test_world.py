@@ -18,6 +18,7 @@ from selfreward.data.builtin import (
     answer,
     build_base_model,
     build_tokenizer,
+    fixed_phrases,
     _world_prompts,
     build_world,
     extra_judge_eval,
@@ -443,6 +444,35 @@ def test_tokenizer_properties(tokenizer):
     )
     assert rendered == "User: sort: 2 1\nAssistant:\n1 2<eos>"  # nothing is trained after EOS
     assert tokenizer.eos_token_id in tokenizer(rendered)["input_ids"]
+
+
+def test_phrase_tokens_read_the_judge_turns_fixed_text_as_single_tokens(tokenizer, world_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    phrases = fixed_phrases(world_dir)
+    assert "\nScore: " in phrases and "digits yes, " in phrases and "exact no" in phrases
+    assert any(p.startswith("User: Judge the response") and p.endswith("\nUser: ") for p in phrases)
+    compact = build_tokenizer(tokenizer_corpus(world_dir), phrases=phrases)
+    assert len(compact) == len(tokenizer) + len(phrases)
+    checks = rubric_checks("sort: 4 2 2 7", "2 3 4 7")
+    assert checks == {"digits": True, "length": True, "items": False, "order": True, "exact": False}
+    judgment = judgment_text(checks, verification_trace("sort: 4 2 2 7", "2 3 4 7"))
+    turn = [{"role": "user", "content": fill(load_template(JUDGE_TEMPLATE), prompt="sort: 4 2 2 7", response="2 3 4 7")},
+            {"role": "assistant", "content": judgment}]
+    text = tokenizer.apply_chat_template(turn, tokenize=False)
+    ids = compact(text)["input_ids"]
+    assert compact.decode(ids) == text  # the same text, read differently
+    pieces = [compact.decode([i]) for i in ids]
+    # The rubric with both turn starts is one token, so are the markup, each verdict and "Score: ".
+    assert pieces[0] == phrases[3] and pieces[1] == "sort"
+    assert pieces[-8:] == ["digits yes, ", "length yes, ", "items no, ", "order yes, ", "exact no", "\nScore: ", "3",
+                           "<eos>"]
+    assert len(ids) < 0.7 * len(tokenizer(text)["input_ids"])  # 80 against 133 in this small world
+    # The answers and the digits of the trace are tokenized as before.
+    for answer_text in ("2 3 4 7", " 4 2 2 7", "response 2 in, 3 out"):
+        assert compact(answer_text)["input_ids"] == tokenizer(answer_text)["input_ids"]
+    compact.save_pretrained(tmp_path)
+    assert AutoTokenizer.from_pretrained(tmp_path)(text)["input_ids"] == ids
 
 
 def test_base_model_round_trip(tokenizer, tmp_path):

@@ -714,8 +714,34 @@ def tokenizer_corpus(world_dir: Path | str) -> list[str]:
     return texts
 
 
-def build_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on ``texts``, with ``<pad>``, ``<eos>``, ``<unk>``.
+def fixed_phrases(world_dir: Path | str) -> list[str]:
+    """The fixed text of the world's judge turns, each phrase to be read as one token
+    (``model.phrase_tokens``): the chat's ``"User: "`` alone and with the judge template's text
+    before its first field, the template's text between and after its fields, the chat's
+    ``"\nAssistant:\n"``, each check's verdict (``"digits yes, "``, ..., ``"exact no"``) and
+    ``"\nScore: "``; likewise the chat turn's start with the self-instruction template's head.
+
+    Why: a judging row of this world is about 98 tokens, two thirds of them text that never
+    varies (the rubric, the markup, the verdict words), and M1's SFT is 97.5% judging rows;
+    as single tokens the same text is about 45 tokens a row (docs/results.md, "Phrase tokens").
+    The judge's prompt and its judgments stay the same text; only how the tiny model reads it
+    changes. The model still writes every verdict and the score itself.
+    """
+    config = read_json(Path(world_dir) / "world.json")["config"]
+    user, assistant = chat_text("\0").split("\0")
+    # The turn's start alone too, so that a task's first word is the same token in every turn.
+    phrases = [user, assistant, "\nScore: "]
+    for name in (JUDGE_TEMPLATE, config["self_instruct_template"]):
+        head, *rest = re.split(r"\{[a-z_]+\}", load_template(name))
+        phrases += [user + head, *(piece for piece in rest if piece)]
+    phrases += [f"{name} {verdict}, " for name in CHECKS[:-1] for verdict in ("yes", "no")]
+    phrases += [f"{CHECKS[-1]} {verdict}" for verdict in ("yes", "no")]
+    return list(dict.fromkeys(phrases))
+
+
+def build_tokenizer(texts: Iterable[str], vocab_size: int = 512, phrases: Iterable[str] = ()) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on ``texts``, with ``<pad>``, ``<eos>``, ``<unk>``,
+    and each of ``phrases`` as one more token (matched before the BPE splits the text).
 
     Returns a ``transformers.PreTrainedTokenizerFast`` that pads on the left, carries
     :data:`DEFAULT_CHAT_TEMPLATE` and decodes back to the exact text.
@@ -744,6 +770,8 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTo
         padding_side="left",
     )
     tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    # Added tokens are matched in the raw text, longest first, before the byte-level split.
+    tokenizer.add_tokens(list(phrases))
     return tokenizer
 
 
@@ -828,7 +856,8 @@ def base_model(cfg, data_dir: Path, out_dir: Path, seed: int) -> dict:
     """The built-in model (``model=tiny``): a tokenizer learnt from the world's files and a
     Llama of the configured sizes, saved in ``out_dir``."""
     m = cfg.model
-    tokenizer = build_tokenizer(tokenizer_corpus(data_dir), vocab_size=m.vocab_size)
+    tokenizer = build_tokenizer(tokenizer_corpus(data_dir), vocab_size=m.vocab_size,
+                                phrases=fixed_phrases(data_dir) if m.phrase_tokens else ())
     model = build_base_model(tokenizer, hidden_size=m.hidden_size, num_layers=m.num_layers, num_heads=m.num_heads,
                              intermediate_size=m.intermediate_size,
                              max_position_embeddings=m.max_position_embeddings, seed=seed)

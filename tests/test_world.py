@@ -451,7 +451,7 @@ def test_phrase_tokens_read_the_judge_turns_fixed_text_as_single_tokens(tokenize
 
     phrases = fixed_phrases(world_dir)
     assert "\nScore: " in phrases and "digits yes, " in phrases and "exact no" in phrases
-    assert any(p.startswith("User: Judge the response") and p.endswith("\nUser: ") for p in phrases)
+    assert any(p.startswith("User: Judge the response") and p.endswith(".\nUser: ") for p in phrases)
     compact = build_tokenizer(tokenizer_corpus(world_dir), phrases=phrases)
     assert len(compact) == len(tokenizer) + len(phrases)
     checks = rubric_checks("sort: 4 2 2 7", "2 3 4 7")
@@ -464,7 +464,8 @@ def test_phrase_tokens_read_the_judge_turns_fixed_text_as_single_tokens(tokenize
     assert compact.decode(ids) == text  # the same text, read differently
     pieces = [compact.decode([i]) for i in ids]
     # The rubric with both turn starts is one token, so are the markup, each verdict and "Score: ".
-    assert pieces[0] == phrases[3] and pieces[1] == "sort"
+    rubric = next(p for p in phrases if p.startswith("User: Judge the response"))
+    assert pieces[0] == rubric and pieces[1] == "sort"
     assert pieces[-8:] == ["digits yes, ", "length yes, ", "items no, ", "order yes, ", "exact no", "\nScore: ", "3",
                            "<eos>"]
     assert len(ids) < 0.7 * len(tokenizer(text)["input_ids"])  # 80 against 133 in this small world
@@ -473,6 +474,25 @@ def test_phrase_tokens_read_the_judge_turns_fixed_text_as_single_tokens(tokenize
         assert compact(answer_text)["input_ids"] == tokenizer(answer_text)["input_ids"]
     compact.save_pretrained(tmp_path)
     assert AutoTokenizer.from_pretrained(tmp_path)(text)["input_ids"] == ids
+
+
+def test_the_base_stage_reads_phrases_as_tokens_only_when_asked(tiny_config, tmp_path):
+    import selfreward.loop as loop
+    from transformers import AutoConfig, AutoTokenizer
+
+    sizes = {}
+    for on in (False, True):
+        run = tmp_path / str(on)
+        cfg = tiny_config(f"model.phrase_tokens={str(on).lower()}", "threads=1")
+        loop.stage_data(cfg, run)
+        loop.stage_base(cfg, run)
+        tok = AutoTokenizer.from_pretrained(run / "m0" / "model")
+        phrases = fixed_phrases(run / "data")
+        one_token = [len(tok(p, add_special_tokens=False)["input_ids"]) == 1 for p in phrases]
+        assert all(one_token) if on else not any(one_token)
+        assert AutoConfig.from_pretrained(run / "m0" / "model").vocab_size == len(tok)
+        sizes[on] = len(tok)
+    assert sizes[True] == sizes[False] + len(phrases)
 
 
 def test_base_model_round_trip(tokenizer, tmp_path):

@@ -650,6 +650,9 @@ def _check_rules(cfg) -> None:
             torch.device(m.device)
         except RuntimeError:
             raise _fail("model.device", m.device, "auto or a torch device such as cpu, cuda, cuda:1") from None
+    if m.phrase_tokens and m.name_or_path != "builtin":
+        raise ConfigError(f"invalid config: model.phrase_tokens=true with model.name_or_path={m.name_or_path!r}; "
+                          f"allowed: phrase tokens only for the built-in model, whose tokenizer is built here")
     if m.name_or_path == "builtin" and m.hidden_size % m.num_heads:
         raise ConfigError(f"invalid config: model.hidden_size={m.hidden_size}, model.num_heads={m.num_heads}; "
                           f"allowed: hidden_size a multiple of num_heads")

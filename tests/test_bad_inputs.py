@@ -128,6 +128,9 @@ CONFIG_ROWS = [
     (["data=files", "data.dir={inputs}/data"], "invalid config: model.name_or_path='builtin' with "
      "data.source='files'; allowed: the built-in model only with data=builtin (its tokenizer is built from that "
      "world); set model=... to a real model"),
+    ([*FILES_MODEL, "model.phrase_tokens=true"], "invalid config: model.phrase_tokens=true with "
+     "model.name_or_path='Qwen/Qwen2.5-0.5B'; allowed: phrase tokens only for the built-in model, whose "
+     "tokenizer is built here"),
     (["reward=oracle", *FILES_MODEL], "invalid config: reward=oracle with data.source='files'; "
      "allowed: reward=oracle needs data=builtin, the only world with a graded oracle"),
     # Templates: missing, without their fields, not UTF-8.

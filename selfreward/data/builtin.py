@@ -152,6 +152,14 @@ def is_correct(prompt: str, response: str) -> bool:
     return checks is not None and checks["exact"]
 
 
+# The judgment's format, shared by judgment_text and fixed_phrases so that the phrases match it.
+_VERDICT_SEPARATOR, _SCORE_LINE = ", ", "\nScore: "
+
+
+def _verdict(name: str, passed: bool) -> str:
+    return f"{name} {'yes' if passed else 'no'}"
+
+
 def judgment_text(checks: dict[str, bool], trace: str | None = None) -> str:
     """The EFT target: each check's verdict, then the total:
     ``"digits yes, length no, items no, order yes, exact no\\nScore: 2"``, after ``trace``
@@ -161,9 +169,9 @@ def judgment_text(checks: dict[str, bool], trace: str | None = None) -> str:
     A judge that re-solves the task is right only when its own solution is, and so shares the
     policy's mistakes (no generation-verification gap).
     """
-    verdicts = ", ".join(f"{name} {'yes' if checks[name] else 'no'}" for name in CHECKS)
+    verdicts = _VERDICT_SEPARATOR.join(_verdict(name, checks[name]) for name in CHECKS)
     head = f"{trace}\n" if trace else ""
-    return f"{head}{verdicts}\nScore: {sum(bool(checks[name]) for name in CHECKS)}"
+    return f"{head}{verdicts}{_SCORE_LINE}{sum(bool(checks[name]) for name in CHECKS)}"
 
 
 def verification_trace(prompt: str, response: str) -> str | None:
@@ -730,12 +738,13 @@ def fixed_phrases(world_dir: Path | str) -> list[str]:
     config = read_json(Path(world_dir) / "world.json")["config"]
     user, assistant = chat_text("\0").split("\0")
     # The turn's start alone too, so that a task's first word is the same token in every turn.
-    phrases = [user, assistant, "\nScore: "]
+    phrases = [user, assistant, _SCORE_LINE]
     for name in (JUDGE_TEMPLATE, config["self_instruct_template"]):
         head, *rest = re.split(r"\{[a-z_]+\}", load_template(name))
         phrases += [user + head, *(piece for piece in rest if piece)]
-    phrases += [f"{name} {verdict}, " for name in CHECKS[:-1] for verdict in ("yes", "no")]
-    phrases += [f"{CHECKS[-1]} {verdict}" for verdict in ("yes", "no")]
+    # Each verdict with the separator that follows it (the last has none).
+    phrases += [_verdict(name, passed) + _VERDICT_SEPARATOR for name in CHECKS[:-1] for passed in (True, False)]
+    phrases += [_verdict(CHECKS[-1], passed) for passed in (True, False)]
     return list(dict.fromkeys(phrases))
 
 

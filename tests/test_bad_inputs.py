@@ -131,6 +131,11 @@ CONFIG_ROWS = [
     ([*FILES_MODEL, "model.phrase_tokens=true"], "invalid config: model.phrase_tokens=true with "
      "model.name_or_path='Qwen/Qwen2.5-0.5B'; allowed: phrase tokens only for the built-in model, whose "
      "tokenizer is built here"),
+    ([*FILES_MODEL, "model.trace_tokens=true"], "invalid config: model.trace_tokens=true with "
+     "model.name_or_path='Qwen/Qwen2.5-0.5B'; allowed: trace tokens only for the built-in model, whose "
+     "tokenizer is built here"),
+    (["model.trace_tokens=true"], "invalid config: model.trace_tokens=true with data.world.judge_trace=false; "
+     "allowed: trace tokens only with the judge's verification trace (experiment=judge_trace sets it)"),
     (["reward=oracle", *FILES_MODEL], "invalid config: reward=oracle with data.source='files'; "
      "allowed: reward=oracle needs data=builtin, the only world with a graded oracle"),
     # Templates: missing, without their fields, not UTF-8.

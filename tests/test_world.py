@@ -19,6 +19,7 @@ from selfreward.data.builtin import (
     build_base_model,
     build_tokenizer,
     fixed_phrases,
+    trace_phrases,
     _world_prompts,
     build_world,
     extra_judge_eval,
@@ -474,6 +475,34 @@ def test_phrase_tokens_read_the_judge_turns_fixed_text_as_single_tokens(tokenize
         assert compact(answer_text)["input_ids"] == tokenizer(answer_text)["input_ids"]
     compact.save_pretrained(tmp_path)
     assert AutoTokenizer.from_pretrained(tmp_path)(text)["input_ids"] == ids
+
+
+def test_trace_tokens_read_each_tag_and_its_comma_as_one_token(tokenizer, world_dir):
+    phrases = trace_phrases()
+    assert phrases == [" in,", " out,", " extra,", " odd,", " kept,", " missing,", " repeat,", "\ninput"]
+    compact = build_tokenizer(tokenizer_corpus(world_dir), phrases=phrases)
+    # Between them the three traces write all seven tags (checked by hand).
+    cases = {("sort: 4 2 2 7", "2 3 4 7"): "response 2 in, 3 out, 4 in, 7 in\ninput 4 kept, 2 kept, 2 missing, 7 kept",
+             ("unique: 5 2 2", "5 2 2"): "response 5 in, 2 in, 2 extra\ninput 5 kept, 2 kept, 2 repeat",
+             ("evens: 3 4 6", "3 4"): "response 3 odd, 4 in\ninput 3 odd, 4 kept, 6 missing"}
+    for (prompt, response), trace in cases.items():
+        assert verification_trace(prompt, response) == trace
+        ids = compact(trace)["input_ids"]
+        assert compact.decode(ids) == trace
+        pieces = [compact.decode([i]) for i in ids]
+        # Every comma belongs to a tag's token: a tag verification_trace writes that trace_phrases
+        # lacks would leave a "," of its own here.
+        assert [p for p in pieces if "," in p] == [p for p in pieces if p in phrases and p.endswith(",")]
+        assert pieces.count("\ninput") == 1 and len(ids) < len(tokenizer(trace)["input_ids"])
+    # Each digit but a line's last is its own token, then its tag's (the small world's BPE splits a
+    # line's last tag, a word it rarely saw).
+    pieces = [compact.decode([i]) for i in compact(verification_trace("sort: 4 2 2 7", "2 3 4 7"))["input_ids"]]
+    start = pieces.index("\ninput")
+    assert pieces[:8] == ["response", " 2", " in,", " 3", " out,", " 4", " in,", " 7"]
+    assert pieces[start:start + 7] == ["\ninput", " 4", " kept,", " 2", " kept,", " 2", " missing,"]
+    # Only the trace is read differently.
+    for text in ("2 3 4 7", "sort: 4 2 2 7", "digits yes, length no"):
+        assert compact(text)["input_ids"] == tokenizer(text)["input_ids"]
 
 
 def test_the_base_stage_reads_phrases_as_tokens_only_when_asked(tiny_config, tmp_path):

@@ -4,6 +4,8 @@
     selfreward experiment=smoke iterations=1     # an experiment file plus overrides
     selfreward -m seed=0,1,2                     # a sweep, one run directory per job
     selfreward -m hydra/sweeper=seeds hydra/launcher=slurm   # seeds 0-4, one SLURM job each (conf/hydra/)
+    accelerate launch --config_file conf/accelerate/ddp.yml --num_processes 2 -m selfreward.cli threads=1
+                                                 # the loop in 2 processes (generation split, DDP training)
 
 One stage on its own against a run directory: ``python -m selfreward.stages`` (selfreward/stages.py).
 
@@ -24,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from selfreward import distributed
 from selfreward.config import ConfigError, register_configs, validate
 from selfreward.rundir import SelfRewardError, lock_run_dir
 
@@ -63,7 +66,8 @@ class CheckAtStart(Callback):
             except Exception:  # noqa: BLE001 - a run dir naming ${hydra:...}: loop.run checks it later
                 return
             check_config(task, run_dir, write=False)
-            if run_dir.is_dir():
+            # Under a launch of several processes the first one takes the lock (loop.run).
+            if run_dir.is_dir() and distributed.is_main():
                 with lock_run_dir(run_dir):
                     pass
         except SelfRewardError as e:
@@ -97,6 +101,9 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    if distributed.rank() > 0:
+        # Under a launch of several processes the first one writes the run's Hydra files and log.
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
     try:
         _app()
     except SystemExit as e:

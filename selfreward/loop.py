@@ -519,17 +519,35 @@ def _report_to(cfg) -> str:
 
 
 def run(cfg, run_dir: str | Path) -> list[dict]:
-    """Run (or resume) the whole experiment in ``run_dir``; return the metrics rows."""
+    """Run (or resume) the whole experiment in ``run_dir``; return the metrics rows.
+
+    Under a launch of several processes (``accelerate launch --config_file conf/accelerate/ddp.yml
+    --num_processes N -m selfreward.cli ...``) every process runs the loop, each stage together as
+    ``python -m selfreward.stages`` runs it under such a launch (:mod:`selfreward.distributed`:
+    generation sharded, training under accelerate); the first process makes the run directory,
+    holds its lock and writes every file."""
     run_dir = Path(run_dir)
     validate(cfg)  # before anything is written: a bad value never touches an existing run
     check_config(cfg, run_dir, write=False)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise SelfRewardError(f"cannot create the run directory {run_dir}: {e.strerror}") from None
-    with lock_run_dir(run_dir):
-        check_config(cfg, run_dir)
+    distributed.init()  # a launch of several processes: join its process group (nothing in one process)
+    if not distributed.is_main():
+        # The first process makes the folder, takes the lock and writes the config, then says so.
+        if not distributed.broadcast(None):
+            raise SelfRewardError("the launch's first process stopped before the run started (its message says why)")
         return _run(cfg, run_dir)
+    started = False
+    try:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SelfRewardError(f"cannot create the run directory {run_dir}: {e.strerror}") from None
+        with lock_run_dir(run_dir):
+            check_config(cfg, run_dir)
+            started = distributed.broadcast(True)
+            return _run(cfg, run_dir)
+    finally:
+        if not started:
+            distributed.broadcast(False)  # the other processes of a launch stop too, instead of waiting
 
 
 def _run(cfg, run_dir: Path) -> list[dict]:

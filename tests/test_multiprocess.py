@@ -254,3 +254,56 @@ def test_dpo_with_precomputed_reference_log_probs_trains_like_the_reference_mode
 
 
 TINY_OVERRIDES = ["experiment=smoke", "threads=1", "training.dpo.epochs=1", "training.dpo.batch_size=8"]
+
+
+# The whole loop (selfreward's main) in each process of the launch, with file moves counted per process.
+LOOP_DRIVER = textwrap.dedent('''
+    import os, sys
+    from pathlib import Path
+
+    from selfreward import cli, distributed
+
+    out, run = Path(sys.argv[1]), str(Path(sys.argv[2]).resolve())
+    replace = os.replace
+
+    def counted(src, dst):
+        if str(Path(dst).resolve()).startswith(run):
+            with open(out / f"loop_writes.rank{distributed.rank()}", "a") as f:
+                f.write(str(dst) + "\\n")
+        return replace(src, dst)
+
+    os.replace = counted
+    sys.argv = ["selfreward", *sys.argv[3:]]
+    cli.main()
+''')
+
+
+def test_the_whole_loop_runs_in_two_processes_and_resumes(tmp_path):
+    from selfreward.rundir import lock_run_dir
+
+    run = tmp_path / "run"
+    (tmp_path / "loop.py").write_text(LOOP_DRIVER)
+    command = [*LAUNCH, str(tmp_path / "loop.py"), str(tmp_path), str(run), "experiment=smoke", "iterations=1",
+               "threads=1", f"hydra.run.dir={run}"]
+    done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert [r["model"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2]
+    assert (run / "m2" / "dpo.done").is_file() and (run / "m2" / "model" / "model.safetensors").is_file()
+    # Only the first process wrote; both ran every stage (the candidates were sampled in two halves).
+    assert not (tmp_path / "loop_writes.rank1").exists()
+    assert str(run / "m2" / "candidates.jsonl") in (tmp_path / "loop_writes.rank0").read_text().split()
+    assert "sample candidates [2/2]" in done.stderr
+    assert [r["entry"] for r in read_jsonl(run / "environment.jsonl")] == ["selfreward"]
+    # Run again: every stage is done, nothing is trained again.
+    again = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-4000:]
+    said = again.stdout + again.stderr
+    assert "sample candidates" not in said and "done: M2" in said
+    assert len(read_jsonl(run / "environment.jsonl")) == 2
+    # A run directory another process holds stops the launch with the message (the other process
+    # does not wait for it: the launcher ends it, or loop.run tells it the first one stopped).
+    with lock_run_dir(run):
+        held = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert held.returncode == 1
+    said = held.stdout + held.stderr
+    assert "is in use by another selfreward process" in said

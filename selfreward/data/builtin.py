@@ -761,7 +761,8 @@ def trace_phrases() -> list[str]:
 
     Why: with ``model.phrase_tokens`` the trace is most of a judging row (about 26 of 45 tokens),
     three tokens a digit (``" 5"``, ``" in"``, ``","``); these phrases make it two, a judging row
-    about 13% shorter, and the judge's trace the same text (docs/results.md, "Trace tokens").
+    about 13% shorter, and the judge's trace the same text (docs/results.md, section "Phrase tokens
+    on seeds 0-4; the whole loop in two processes; trace tokens").
     """
     comma = _TRACE_SEPARATOR.rstrip()
     return [f" {tag}{comma}" for tag in _TRACE_TAGS] + [_TRACE_INPUT_LINE]

@@ -43,25 +43,33 @@ def _free_port() -> int:
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "conf/accelerate/ddp.yml"),
           "--num_processes", "2", "--main_process_port", str(_free_port())]
 
-# Run in each process of the launch: the stages through the CLI's main, with every file move
-# (rundir writes a temporary file, then renames it into place) counted per process.
-DRIVER = textwrap.dedent('''
+# The start of each driver below: every file move into the run folders (rundir writes a temporary
+# file, then renames it into place) is recorded in <out>/<name>.rank<R>, per process.
+COUNT_WRITES = textwrap.dedent('''
     import json, os, sys
     from pathlib import Path
 
-    from selfreward import distributed, stages
+    from selfreward import distributed
+
+    def count_writes(out, roots, name):
+        roots, replace = tuple(str(Path(p).resolve()) for p in roots), os.replace
+
+        def counted(src, dst):
+            if str(Path(dst).resolve()).startswith(roots):
+                with open(Path(out) / f"{name}.rank{distributed.rank()}", "a") as f:
+                    f.write(str(dst) + "\\n")
+            return replace(src, dst)
+
+        os.replace = counted
+''')
+
+# Run in each process of the launch: the stages through the CLI's main, file moves counted.
+DRIVER = COUNT_WRITES + textwrap.dedent('''
+    from selfreward import stages
 
     out = Path(sys.argv[1])
-    runs = tuple(str(Path(p).resolve()) for p in sys.argv[2:5])
-    replace = os.replace
-
-    def counted(src, dst):
-        if str(Path(dst).resolve()).startswith(runs):
-            with open(out / f"writes.rank{distributed.rank()}", "a") as f:
-                f.write(str(dst) + "\\n")
-        return replace(src, dst)
-
-    os.replace = counted
+    runs = sys.argv[2:5]
+    count_writes(out, runs, "writes")
     for spec in sys.argv[5:]:
         run, stage, t = spec.split(":")
         stages.main([stage, "--run-dir", run, "--t", t])
@@ -257,22 +265,10 @@ TINY_OVERRIDES = ["experiment=smoke", "threads=1", "training.dpo.epochs=1", "tra
 
 
 # The whole loop (selfreward's main) in each process of the launch, with file moves counted per process.
-LOOP_DRIVER = textwrap.dedent('''
-    import os, sys
-    from pathlib import Path
+LOOP_DRIVER = COUNT_WRITES + textwrap.dedent('''
+    from selfreward import cli
 
-    from selfreward import cli, distributed
-
-    out, run = Path(sys.argv[1]), str(Path(sys.argv[2]).resolve())
-    replace = os.replace
-
-    def counted(src, dst):
-        if str(Path(dst).resolve()).startswith(run):
-            with open(out / f"loop_writes.rank{distributed.rank()}", "a") as f:
-                f.write(str(dst) + "\\n")
-        return replace(src, dst)
-
-    os.replace = counted
+    count_writes(sys.argv[1], sys.argv[2:3], "loop_writes")
     sys.argv = ["selfreward", *sys.argv[3:]]
     cli.main()
 ''')

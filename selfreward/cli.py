@@ -4,8 +4,8 @@
     selfreward experiment=smoke iterations=1     # an experiment file plus overrides
     selfreward -m seed=0,1,2                     # a sweep, one run directory per job
     selfreward -m hydra/sweeper=seeds hydra/launcher=slurm   # seeds 0-4, one SLURM job each (conf/hydra/)
-    accelerate launch --config_file conf/accelerate/ddp.yml --num_processes 2 -m selfreward.cli threads=1
-                                                 # the loop in 2 processes (generation split, DDP training)
+    selfreward processes=2 threads=1             # the loop in 2 processes (generation split, DDP training):
+                                                 # it launches itself under accelerate (below)
 
 One stage on its own against a run directory: ``python -m selfreward.stages`` (selfreward/stages.py).
 
@@ -83,12 +83,60 @@ class CheckAtStart(Callback):
             _stop(e)
 
 
+def _hydra_quoted(value: str) -> str:
+    # A quoted override value: a path may hold characters Hydra's grammar reads (a sweep's
+    # subdir "seed=0,threads=1" holds a comma); inside quotes only a quote needs its backslash.
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def _free_port() -> int:
+    # accelerate's default port is one per machine: two runs launched at once would share it.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_processes(processes: int, run_dir: str) -> int:
+    """Run this job's loop in ``processes`` processes: ``accelerate launch`` (conf/accelerate/ddp.yml;
+    on a CPU gloo, on GPUs one each) of ``selfreward.cli`` with the job's overrides and its run
+    directory. Waits for it; returns its exit status (130 after Ctrl-C, which reaches the
+    processes too; a SIGTERM to this process is passed on to them, as a batch system sends it)."""
+    import signal
+    import subprocess
+
+    hydra_cfg = HydraConfig.get()
+    command = [sys.executable, "-m", "accelerate.commands.launch",
+               "--config_file", str(Path(CONFIG_DIR) / "accelerate" / "ddp.yml"),
+               "--num_processes", str(processes), "--main_process_port", str(_free_port()),
+               "-m", "selfreward.cli", *hydra_cfg.overrides.task,
+               f"hydra.run.dir={_hydra_quoted(str(run_dir))}", f"hydra.job.name={hydra_cfg.job.name}"]
+    log.info("launching %d processes: %s", processes, " ".join(command[1:]))
+    child = subprocess.Popen(command)
+    previous = signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.wait()
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def _app(cfg: DictConfig) -> None:
     from selfreward.loop import run
 
     run_dir = HydraConfig.get().runtime.output_dir
     log.info("run directory: %s", run_dir)
+    if cfg.processes > 1 and distributed.world_size() == 1:
+        code = launch_processes(cfg.processes, run_dir)
+        if code == 130:
+            print(f"selfreward: interrupted; run the same command again to resume {run_dir}", file=sys.stderr)
+        if code:
+            sys.exit(code)
+        return
     try:
         rows = run(cfg, run_dir)
     except SelfRewardError as e:

@@ -384,6 +384,10 @@ class Config:
     seed: int = 0
     iterations: int = 2  # self-rewarding rounds after SFT: 2 gives M1 -> M2 -> M3
     threads: int | None = None  # torch CPU threads; null leaves torch's default
+    # Processes the loop runs in on this machine: above 1, `selfreward` launches itself that many
+    # times under `accelerate launch` (conf/accelerate/ddp.yml; selfreward.cli). Generation is
+    # split between them, so the sampled files depend on it: a resume must use the same count.
+    processes: int = 1
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
@@ -481,6 +485,7 @@ SELF_REPLAY_KINDS = ("prompts", "judgments", "answers")
 RANGES = {
     "iterations": _int_at_least(0),
     "threads": _int_at_least(1, optional=True),
+    "processes": _int_at_least(1),
     "model.vocab_size": _int_at_least(16),
     "model.hidden_size": _int_at_least(1),
     "model.num_layers": _int_at_least(1),

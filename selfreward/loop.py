@@ -521,14 +521,23 @@ def _report_to(cfg) -> str:
 def run(cfg, run_dir: str | Path) -> list[dict]:
     """Run (or resume) the whole experiment in ``run_dir``; return the metrics rows.
 
-    Under a launch of several processes (``accelerate launch --config_file conf/accelerate/ddp.yml
-    --num_processes N -m selfreward.cli ...``) every process runs the loop, each stage together as
+    Under a launch of several processes (``selfreward processes=N`` starts one: ``accelerate launch
+    --config_file conf/accelerate/ddp.yml --num_processes N -m selfreward.cli processes=N ...``;
+    ``cfg.processes`` must be the launch's process count) every process runs the loop, each stage together as
     ``python -m selfreward.stages`` runs it under such a launch (:mod:`selfreward.distributed`:
     generation sharded, training under accelerate); the first process makes the run directory,
     holds its lock and writes every file."""
     run_dir = Path(run_dir)
     validate(cfg)  # before anything is written: a bad value never touches an existing run
     check_config(cfg, run_dir, write=False)
+    if distributed.world_size() != cfg.processes:
+        # The sampled files depend on the process count, so the run's config must say it truly.
+        if distributed.world_size() == 1:
+            raise ConfigError(f"processes={cfg.processes} but this is one process: the `selfreward` command starts "
+                              f"them itself (or launch {cfg.processes} with `accelerate launch --num_processes "
+                              f"{cfg.processes} -m selfreward.cli processes={cfg.processes} ...`)")
+        raise ConfigError(f"this launch has {distributed.world_size()} processes but processes={cfg.processes}; "
+                          f"pass processes={distributed.world_size()} (the samples depend on the count)")
     distributed.init()  # a launch of several processes: join its process group (nothing in one process)
     if not distributed.is_main():
         # The first process makes the folder, takes the lock and writes the config, then says so.

@@ -87,6 +87,10 @@ def _trainer_args(stage_cfg, training_cfg, model_cfg, output_dir: Path, seed: in
         data_seed=seed,
         **_precision(model_cfg),
         disable_tqdm=False,
+        # Under DDP: every parameter of a causal LM takes part in each step, so the search for
+        # unused ones (the Trainer's default without activation checkpointing) is a wasted
+        # traversal of the graph at every step.
+        ddp_find_unused_parameters=False,
     )
 
 

@@ -280,7 +280,7 @@ def test_the_whole_loop_runs_in_two_processes_and_resumes(tmp_path):
     run = tmp_path / "run"
     (tmp_path / "loop.py").write_text(LOOP_DRIVER)
     command = [*LAUNCH, str(tmp_path / "loop.py"), str(tmp_path), str(run), "experiment=smoke", "iterations=1",
-               "threads=1", f"hydra.run.dir={run}"]
+               "threads=1", "processes=2", f"hydra.run.dir={run}"]
     done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
     assert [r["model"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2]
@@ -303,3 +303,34 @@ def test_the_whole_loop_runs_in_two_processes_and_resumes(tmp_path):
     assert held.returncode == 1
     said = held.stdout + held.stderr
     assert "is in use by another selfreward process" in said
+
+
+def test_selfreward_starts_its_processes_itself_and_the_count_is_part_of_the_config(tmp_path):
+    # A run directory with a comma, as a sweep's subdir has: it reaches the processes quoted.
+    run = tmp_path / "runs" / "seed=0,threads=1"
+    command = [sys.executable, "-m", "selfreward.cli", "experiment=smoke", "iterations=1", "threads=1",
+               "training.dpo.epochs=1", f"hydra.run.dir='{run}'"]
+    done = subprocess.run([*command, "processes=2"], env=ENV, capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    said = done.stdout + done.stderr
+    assert "launching 2 processes" in said and "sample candidates [2/2]" in said  # split in two
+    assert [r["model"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2]
+    assert yaml.safe_load((run / "config.yaml").read_text())["processes"] == 2
+    # The samples depend on the count: a resume with another one is another config.
+    again = subprocess.run([*command, "processes=1"], env=ENV, capture_output=True, text=True, timeout=300,
+                           cwd=tmp_path)
+    assert again.returncode == 2
+    assert "processes: 2 -> 1" in again.stderr
+
+
+def test_the_loop_refuses_a_process_count_that_is_not_its_launchs(tmp_path, monkeypatch):
+    from selfreward.config import ConfigError
+    from selfreward.loop import run
+
+    with pytest.raises(ConfigError, match="processes=2 but this is one process"):
+        run(compose_config(["experiment=smoke", "processes=2"]), tmp_path / "alone")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="this launch has 2 processes but processes=1; pass processes=2"):
+        run(compose_config(["experiment=smoke"]), tmp_path / "launched")
+    assert not any(tmp_path.iterdir())  # stopped before anything was written

@@ -62,6 +62,20 @@ def test_judge_overrule_builds_on_judge_trace():
     validate(cfg)
 
 
+def test_judge_fast_is_judge_overrule_in_two_processes_with_the_faster_settings():
+    fast, overrule = _compose(["experiment=judge_fast"]), _compose(["experiment=judge_overrule"])
+    assert (fast.experiment_name, fast.processes, fast.threads) == ("judge_fast", 2, 1)
+    assert fast.model.phrase_tokens and fast.model.trace_tokens and fast.training.dpo.precompute_ref_log_probs
+    assert (fast.training.sft_judge_repeats, overrule.training.sft_judge_repeats) == (2, 3)
+    # Everything else is judge_overrule's.
+    changed = {"experiment_name", "processes", "threads", "model", "training"}
+    assert {k: v for k, v in fast.items() if k not in changed} == {k: v for k, v in overrule.items() if k not in changed}
+    fast.training.sft_judge_repeats = 3
+    fast.training.dpo.precompute_ref_log_probs = False
+    assert fast.training == overrule.training
+    validate(fast)
+
+
 def test_an_experiment_file_overrides_the_main_config():
     cfg = _compose(["experiment=smoke"])
     assert cfg.experiment_name == "smoke" and cfg.model.hidden_size == 64

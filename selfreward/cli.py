@@ -89,7 +89,8 @@ def _hydra_quoted(value: str) -> str:
     return "'" + value.replace("'", "\\'") + "'"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port nothing listens on now."""
     # accelerate's default port is one per machine: two runs launched at once would share it.
     import socket
 
@@ -109,7 +110,7 @@ def launch_processes(processes: int, run_dir: str) -> int:
     hydra_cfg = HydraConfig.get()
     command = [sys.executable, "-m", "accelerate.commands.launch",
                "--config_file", str(Path(CONFIG_DIR) / "accelerate" / "ddp.yml"),
-               "--num_processes", str(processes), "--main_process_port", str(_free_port()),
+               "--num_processes", str(processes), "--main_process_port", str(free_port()),
                "-m", "selfreward.cli", *hydra_cfg.overrides.task,
                f"hydra.run.dir={_hydra_quoted(str(run_dir))}", f"hydra.job.name={hydra_cfg.job.name}"]
     log.info("launching %d processes: %s", processes, " ".join(command[1:]))

@@ -13,7 +13,6 @@ are other samples than one process draws: their shape and order are checked, not
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -26,6 +25,7 @@ from conftest import compose_config
 from safetensors.torch import load_file
 
 from selfreward import distributed, stages
+from selfreward.cli import free_port  # two suites (or workers) on one machine do not collide
 from selfreward.rundir import read_json, read_jsonl
 from selfreward.training import train_sft
 
@@ -33,15 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def _free_port() -> int:
-    """A port nothing listens on now: two suites (or workers) on one machine do not collide."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "conf/accelerate/ddp.yml"),
-          "--num_processes", "2", "--main_process_port", str(_free_port())]
+          "--num_processes", "2", "--main_process_port", str(free_port())]
 
 # The start of each driver below: every file move into the run folders (rundir writes a temporary
 # file, then renames it into place) is recorded in <out>/<name>.rank<R>, per process.

@@ -258,44 +258,66 @@ def _dpo_trainer_class():
             return super()._precompute_ref_logps(dataset, name, batch_size)
 
         def _compute_loss(self, model, inputs, return_outputs):
-            same = _nll_only_rows(self, inputs) if not return_outputs else None
+            same = None if return_outputs or not _can_skip_nll_only_passes(self) else _nll_only_rows(inputs)
             if same is None:
                 return super()._compute_loss(model, inputs, return_outputs)
-            return self._loss_with_nll_only_rows(model, inputs, same)
+            full = ~same  # the rows TRL runs (both sides, reference, metrics): the real pairs
+            if distributed.active():
+                # TRL's metrics gather one value per row it ran, so every process gives it as many
+                # rows: the most real pairs of any process, made up with NLL-only rows run TRL's way.
+                most = int(self.accelerator.gather(full.sum().reshape(1)).max())
+                full[same.nonzero()[:, 0][:most - int(full.sum())]] = True
+            if full.all():
+                loss, extra_tokens = super()._compute_loss(model, inputs, False), 0
+            else:
+                loss, extra_tokens = self._loss_with_nll_only_rows(model, inputs, ~full)
+            if model.training:
+                # TRL counts the tokens of the rows it ran (over all processes); the NLL-only rows too.
+                if distributed.active():
+                    extra_tokens = int(self.accelerator.gather(
+                        torch.tensor([extra_tokens], device=inputs["input_ids"].device)).sum())
+                self._total_train_tokens += extra_tokens // self._tp_size
+            return loss
 
-        def _loss_with_nll_only_rows(self, model, inputs, same):
-            """TRL's loss for ``["sigmoid", "sft"]`` on a batch where some pairs have their chosen
-            answer on both sides (``training.eft_pairs_anchors``, ``eft_pairs_push=false``), with
-            fewer passes. Such a pair's preference term is -log sigmoid(0), a constant without
-            gradient, so only its chosen side is run (for the NLL term): no rejected or reference
-            pass. TRL runs the real pairs (and logs its metrics from them); the NLL term then covers
-            the chosen tokens of the whole batch, as in TRL's own loss, in one more pass. Same loss
-            and gradients as TRL's; no library offers this (TRL runs every row on both sides)."""
-            n_rows = same.numel()
-            real = ~same
-            n_real = int(real.sum())
+        def _loss_with_nll_only_rows(self, model, inputs, short):
+            """TRL's loss for ``["sigmoid", "sft"]`` on a batch where the pairs marked ``short``
+            have their chosen answer on both sides (``training.eft_pairs_anchors``,
+            ``eft_pairs_push=false``), with fewer passes, and the number of tokens those rows ran.
+            Such a pair's preference term is -log sigmoid(0), a constant without gradient, so only
+            its chosen side is run (for the NLL term): no rejected or reference pass. TRL runs the
+            other rows (and logs its metrics from them) with its terms reweighted from its rows and
+            their chosen tokens to the batch's; the short rows' chosen sides add theirs in one pass
+            of the module itself (no DDP wrapper: their gradients join the same backward, and DDP's
+            hooks are on the parameters). Same loss and gradients as TRL's; no library offers this
+            (TRL runs every row on both sides)."""
+            n_rows = short.numel()
+            full = ~short
+            n_full = int(full.sum())
             w_pref, w_nll = self.loss_weights
-            loss = w_pref * math.log(2.0) * (n_rows - n_real) / n_rows
-            if n_real:
-                sub = {k: (v[real] if v.size(0) == n_rows else torch.cat([h[real] for h in v.chunk(2)]))
+            chosen = {k: inputs[k].chunk(2)[0] for k in _PAIR_KEYS}
+            full_tokens = int(chosen["completion_mask"][full][:, 1:].sum())
+            ids, attention, completion = _trim_right_padding(
+                *(chosen[k][short] for k in ("input_ids", "attention_mask", "completion_mask")))
+            shift = completion[:, 1:].bool()
+            tokens = full_tokens + int(shift.sum())  # the NLL term's mean is over all chosen tokens
+            loss = w_pref * math.log(2.0) * (n_rows - n_full) / n_rows
+            if n_full:
+                sub = {k: (v[full] if v.size(0) == n_rows else torch.cat([h[full] for h in v.chunk(2)]))
                        for k, v in inputs.items()}
-                types, weights = self.loss_types, self.loss_weights
-                # TRL averages the preference term over the rows it is given: reweighted to the batch.
-                self.loss_types, self.loss_weights = ["sigmoid"], [w_pref * n_real / n_rows]
+                sub["input_ids"], sub["attention_mask"], sub["completion_mask"] = _trim_right_padding(
+                    sub["input_ids"], sub["attention_mask"], sub["completion_mask"])
+                weights = self.loss_weights
+                # TRL averages each term over the rows and tokens it is given: reweighted to the batch.
+                self.loss_weights = [w_pref * n_full / n_rows, w_nll * full_tokens / tokens]
                 try:
                     loss = loss + super()._compute_loss(model, sub, False)
                 finally:
-                    self.loss_types, self.loss_weights = types, weights
-            ids, attention, completion = (inputs[k].chunk(2)[0]  # the chosen rows
-                                          for k in ("input_ids", "attention_mask", "completion_mask"))
-            if model.training:
-                # TRL counts the tokens of the rows it ran; the NLL-only rows' chosen sides too.
-                self._total_train_tokens += int(attention[same].sum()) // self._tp_size
+                    self.loss_weights = weights
             labels = ids.masked_fill(completion == 0, -100)
-            out = model(input_ids=ids, attention_mask=attention, labels=labels, use_cache=False, fused_lm_head=True)
-            shift = completion[:, 1:].bool()
+            out = self.accelerator.unwrap_model(model)(input_ids=ids, attention_mask=attention, labels=labels,
+                                                       use_cache=False, fused_lm_head=True)
             logps = out.log_probs[:, -shift.size(1):]
-            return loss - w_nll * logps[shift].mean()
+            return loss - w_nll * logps[shift].sum() / tokens, int(attention.sum())
 
     return EndOfTurnDPOTrainer
 
@@ -306,23 +328,33 @@ _PAIR_KEYS = {"input_ids", "attention_mask", "completion_mask"}
 _REF_KEYS = {"ref_chosen_logps", "ref_rejected_logps"}
 
 
-def _nll_only_rows(trainer, inputs) -> torch.Tensor | None:
+def _can_skip_nll_only_passes(trainer) -> bool:
+    """Whether the trainer's loss lets rows with the chosen answer on both sides skip passes
+    (``EndOfTurnDPOTrainer._loss_with_nll_only_rows``): its ``nll_only_shortcut`` on
+    (``training.dpo.nll_only_shortcut``) and loss ``["sigmoid", "sft"]`` with TRL's plain
+    reverse-KL DPO. The same on every process."""
+    return (trainer.nll_only_shortcut and list(trainer.loss_types) == ["sigmoid", "sft"]
+            and trainer.ld_alpha is None and not trainer.use_weighting and not trainer.aux_loss_enabled
+            and trainer.f_divergence_type == "reverse_kl")
+
+
+def _nll_only_rows(inputs) -> torch.Tensor | None:
     """Per pair of a DPO batch, whether its rejected side is its chosen side (a row trained by the
-    NLL term only), when the trainer can save passes on them
-    (``EndOfTurnDPOTrainer._loss_with_nll_only_rows``): the trainer's ``nll_only_shortcut`` on
-    (``training.dpo.nll_only_shortcut``), loss ``["sigmoid", "sft"]`` with TRL's
-    plain reverse-KL DPO, one process, and more such rows than real pairs (below that, the
-    extra pass for the NLL term costs more than it saves). None otherwise."""
-    if (not trainer.nll_only_shortcut or list(trainer.loss_types) != ["sigmoid", "sft"]
-            or trainer.ld_alpha is not None or trainer.use_weighting or trainer.aux_loss_enabled
-            or trainer.f_divergence_type != "reverse_kl" or distributed.active()
-            or not set(inputs) <= _PAIR_KEYS | _REF_KEYS or not _PAIR_KEYS <= set(inputs)):
+    NLL term only); None when the batch has keys this cannot split."""
+    if not set(inputs) <= _PAIR_KEYS | _REF_KEYS or not _PAIR_KEYS <= set(inputs):
         return None
     same = torch.ones(inputs["input_ids"].size(0) // 2, dtype=torch.bool, device=inputs["input_ids"].device)
     for k in _PAIR_KEYS:
         chosen, rejected = inputs[k].chunk(2)
         same &= (chosen == rejected).all(dim=1)
-    return same if 2 * int(same.sum()) > same.numel() else None
+    return same
+
+
+def _trim_right_padding(ids, attention, completion):
+    """The rows without the columns at their end that are padding in every row (a sub-batch keeps
+    its batch's width): the same outputs for the tokens, fewer positions to run."""
+    width = int(attention.any(dim=0).nonzero().max()) + 1 if attention.any() else attention.size(1)
+    return ids[:, :width], attention[:, :width], completion[:, :width]
 
 
 def dpo_trainer(model, ref_model, tokenizer, pairs: list[dict], args, *, peft_config=None):

@@ -77,6 +77,19 @@ DRIVER = COUNT_WRITES + textwrap.dedent('''
     examples = [{"prompt": r["prompt"], "completion": r["response"]} for r in read_jsonl(run / "data" / "ift.jsonl")]
     train_sft(str(run / "m1" / "model"), examples[:64], out / "sft" / "model", cfg, seed=5)
 
+    # DPO (NLL weight 6, reference precomputed) on 12 of the run's pairs and 12 rows with the chosen
+    # answer on both sides (judge anchors), with the NLL-only shortcut and without.
+    from selfreward.training import train_dpo
+
+    pairs = read_jsonl(run / "m2" / "pairs.jsonl")[:12]
+    rows = [x for p in pairs for x in (p, {**p, "rejected": p["chosen"]})]
+    for shortcut in (True, False):
+        cfg = stages.load_config(run)
+        cfg.training.dpo.update(sft_weight=6.0, batch_size=8, epochs=2, precompute_ref_log_probs=True,
+                                nll_only_shortcut=shortcut)
+        train_dpo(str(run / "m1" / "model"), str(run / "m1" / "model"), rows, out / f"anchors{shortcut}" / "model",
+                  cfg, seed=3)
+
     # Greedy generation and continuation log-probs, sharded and not, with M1.
     from selfreward.generation import Sampling
     from selfreward.loop import _Models
@@ -184,6 +197,13 @@ def test_two_processes_write_once_and_match_one_process_where_they_should(tiny_r
     assert _close(_weights(c / "m2" / "model"), _weights(one_c / "m2" / "model"), start, atol=1e-6)
     assert _close(_weights(c / "m2" / "model"), _weights(a / "m2" / "model"), start, atol=1e-5)
     assert _close(_weights(tmp_path / "sft" / "model"), _weights(one / "sft" / "model"), start, atol=1e-5)
+
+    # The NLL-only shortcut under DDP: TRL's training (per process) with fewer tokens run.
+    assert _close(_weights(tmp_path / "anchorsTrue" / "model"), _weights(tmp_path / "anchorsFalse" / "model"),
+                  start, atol=1e-5)
+    fast, full = (read_jsonl(tmp_path / f"anchors{s}" / "training_log.jsonl")[-1] for s in (True, False))
+    assert fast["train_loss"] == pytest.approx(full["train_loss"], rel=1e-4)
+    assert fast["num_tokens"] < full["num_tokens"]  # the anchors' rejected sides were not run
 
     # Sharded sampling: every prompt, in order, with its n candidates; every candidate judged, in order.
     prompts = [r["prompt"] for r in read_jsonl(b / "m2" / "prompts.jsonl")]

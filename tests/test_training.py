@@ -179,46 +179,53 @@ def test_group_by_length_batches_rows_of_a_length(stage, tmp_path):
 @pytest.mark.parametrize("precompute", [False, True])
 def test_nll_only_rows_give_trls_loss_and_gradients_with_fewer_passes(precompute, tmp_path):
     """Pairs with their chosen answer on both sides (judge anchors) skip their rejected and reference
-    passes: on a batch of three real pairs and five such rows the loss and every gradient are
-    TRL's own (computed on all rows, both sides), with the reference run or precomputed; with
-    fewer such rows than real pairs the batch takes TRL's path unchanged."""
+    passes: on a batch of three real pairs and five such rows, of six and two, and of such rows
+    only, the loss and every gradient are TRL's own (computed on all rows, both sides), with the
+    reference run or precomputed."""
     from trl import DPOConfig, DPOTrainer
 
-    from selfreward.training import _nll_only_rows, dpo_trainer
+    from selfreward.training import _can_skip_nll_only_passes, _nll_only_rows, dpo_trainer
 
     tokenizer, model = _tiny_policy(tmp_path, ["sort: 3 1 2", "1 2 3 4 5 6 7 8 9 0"])
     ref = copy.deepcopy(model)
     with torch.no_grad():  # a reference that is not the policy, so that the log-ratios are not all zero
         for p in ref.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    real = [{"prompt": f"sort: {i} 1 2", "chosen": "1 2 " + str(i), "rejected": str(i) + " 2 1 9 9"} for i in range(3)]
+    real = [{"prompt": f"sort: {i} 1 2", "chosen": "1 2 " + str(i), "rejected": str(i) + " 2 1 9 9"} for i in range(6)]
     same = [{"prompt": f"sort: 3 {i}", "chosen": "3 " * (i + 1), "rejected": "3 " * (i + 1)} for i in range(5)]
-    args = DPOConfig(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", per_device_train_batch_size=8,
+    args = DPOConfig(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", per_device_train_batch_size=11,
                      loss_type=["sigmoid", "sft"], loss_weights=[1.0, 6.0], beta=0.5, seed=0, data_seed=0,
                      **({"precompute_ref_log_probs": True} if precompute else {}))
     trainer = dpo_trainer(model, None if precompute else ref, tokenizer, real + same, args)
     trainer.nll_only_shortcut = True  # as train_dpo sets it from training.dpo.nll_only_shortcut
+    assert _can_skip_nll_only_passes(trainer)
     batch = next(iter(trainer.get_train_dataloader()))
-    assert _nll_only_rows(trainer, batch).tolist().count(True) == 5
+    mask = _nll_only_rows(batch)
+    assert mask.tolist().count(True) == 5
     model.train()
 
-    def loss_and_grads(compute):
+    def loss_and_grads(compute, rows):
         model.zero_grad()
-        loss = compute(model, batch, False)
+        loss = compute(model, rows, False)
         loss.backward()
         return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
-    fast, fast_grads = loss_and_grads(trainer._compute_loss)
-    trls, trls_grads = loss_and_grads(lambda *a: DPOTrainer._compute_loss(trainer, *a))
-    assert torch.allclose(fast, trls, rtol=1e-5, atol=1e-6)
-    assert fast > 6.0 * 0.1  # the NLL term is in it
-    for a, b in zip(fast_grads, trls_grads, strict=True):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
-    assert any(g.abs().sum() > 0 for g in fast_grads)
+    def rows(real_rows, such_rows):
+        keep = torch.cat([(~mask).nonzero()[:real_rows, 0], mask.nonzero()[:such_rows, 0]])
+        return {k: (v[keep] if v.size(0) == mask.numel() else torch.cat([h[keep] for h in v.chunk(2)]))
+                for k, v in batch.items()}
 
-    mask = _nll_only_rows(trainer, batch)
-    keep = torch.cat([(~mask).nonzero()[:, 0], mask.nonzero()[:2, 0]])  # three real pairs, two such rows
-    few = {k: (v[keep] if v.size(0) == 8 else torch.cat([h[keep] for h in v.chunk(2)])) for k, v in batch.items()}
-    assert _nll_only_rows(trainer, few) is None
+    for real_rows, such_rows in ((3, 5), (6, 2), (0, 5)):
+        part = rows(real_rows, such_rows)
+        assert _nll_only_rows(part).tolist() == [False] * real_rows + [True] * such_rows
+        fast, fast_grads = loss_and_grads(trainer._compute_loss, part)
+        trls, trls_grads = loss_and_grads(lambda *a: DPOTrainer._compute_loss(trainer, *a), part)
+        assert torch.allclose(fast, trls, rtol=1e-5, atol=1e-6), (real_rows, such_rows)
+        assert fast > 6.0 * 0.1  # the NLL term is in it
+        for a, b in zip(fast_grads, trls_grads, strict=True):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), (real_rows, such_rows)
+        assert any(g.abs().sum() > 0 for g in fast_grads)
+
+    assert not _nll_only_rows(rows(6, 0)).any()
     trainer.nll_only_shortcut = False
-    assert _nll_only_rows(trainer, batch) is None
+    assert not _can_skip_nll_only_passes(trainer)

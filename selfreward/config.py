@@ -234,11 +234,10 @@ class DPOConfig:
     group_by_length_until_iteration: int = 0
     # Pairs with the chosen answer on both sides (training.eft_pairs_anchors, eft_pairs_push=false)
     # train only the NLL term (the preference term is a constant there): true skips their rejected
-    # and reference passes in batches where they are the majority (with group_by_length, the
-    # judging rows' batches). The same loss and gradients as TRL's up to float rounding, so a run
-    # differs from false's only as far as rounding carries; false (TRL's own loss on every row)
-    # keeps the runs made before it reproducible. Only with loss_type sigmoid and sft_weight > 0,
-    # one process.
+    # and reference passes, in any batch and under several processes. The same loss and gradients
+    # as TRL's up to float rounding, so a run differs from false's only as far as rounding
+    # carries; false (TRL's own loss on every row) keeps the runs made before it reproducible.
+    # Only with loss_type sigmoid and sft_weight > 0.
     nll_only_shortcut: bool = False
 
 

@@ -262,11 +262,9 @@ def _dpo_trainer_class():
             if same is None:
                 return super()._compute_loss(model, inputs, return_outputs)
             full = ~same  # the rows TRL runs (both sides, reference, metrics): the real pairs
-            if distributed.active():
-                # TRL's metrics gather one value per row it ran, so every process gives it as many
-                # rows: the most real pairs of any process, made up with NLL-only rows run TRL's way.
-                most = int(self.accelerator.gather(full.sum().reshape(1)).max())
-                full[same.nonzero()[:, 0][:most - int(full.sum())]] = True
+            if distributed.active() and not full.any():
+                # TRL's metrics are collectives: every process runs it, on one row at least.
+                full[same.nonzero()[0, 0]] = True
             if full.all():
                 loss, extra_tokens = super()._compute_loss(model, inputs, False), 0
             else:
@@ -309,10 +307,15 @@ def _dpo_trainer_class():
                 weights = self.loss_weights
                 # TRL averages each term over the rows and tokens it is given: reweighted to the batch.
                 self.loss_weights = [w_pref * n_full / n_rows, w_nll * full_tokens / tokens]
+                if distributed.active():
+                    # TRL gathers one value per row it ran for its metrics, and accelerate's gather
+                    # needs as many rows on every process; each process now runs its own real pairs.
+                    self.accelerator.gather = _ragged_gather(self.accelerator)
                 try:
                     loss = loss + super()._compute_loss(model, sub, False)
                 finally:
                     self.loss_weights = weights
+                    self.accelerator.__dict__.pop("gather", None)
             labels = ids.masked_fill(completion == 0, -100)
             out = self.accelerator.unwrap_model(model)(input_ids=ids, attention_mask=attention, labels=labels,
                                                        use_cache=False, fused_lm_head=True)
@@ -348,6 +351,23 @@ def _nll_only_rows(inputs) -> torch.Tensor | None:
         chosen, rejected = inputs[k].chunk(2)
         same &= (chosen == rejected).all(dim=1)
     return same
+
+
+def _ragged_gather(accelerator):
+    """``accelerator.gather`` for tensors whose first dimension differs between processes: each
+    padded to the longest, gathered, and cut back to its own length (in process order)."""
+    gather = type(accelerator).gather.__get__(accelerator)
+
+    def ragged(tensor):
+        if tensor.dim() == 0:
+            return gather(tensor)
+        sizes = gather(torch.tensor([tensor.size(0)], device=tensor.device)).tolist()
+        longest = max(sizes)
+        padded = torch.cat([tensor, tensor.new_zeros((longest - tensor.size(0), *tensor.shape[1:]))])
+        parts = gather(padded).split(longest)
+        return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)])
+
+    return ragged
 
 
 def _trim_right_padding(ids, attention, completion):

@@ -199,6 +199,11 @@ class SFTConfig:
     # our reading, not measured: its lr-1e-3 SFT chases each batch of one task and size).
     # false: batches drawn at random (the Trainer's default).
     group_by_length: bool = False
+    # Each batch (as drawn, at random or not) run in this many passes of its rows sorted by
+    # length, each pass padded to its own longest row: the same loss and gradients up to float
+    # rounding, less padding (on M1's rows of experiment=judge_fast, a batch's padded tokens 0.86
+    # of one pass's with 2). 1: one pass, TRL's own.
+    length_buckets: int = 1
 
 
 @dataclass
@@ -477,6 +482,10 @@ def _trainer_ranges(prefix: str) -> dict:
     }
 
 
+def _sft_ranges(prefix: str) -> dict:
+    return {**_trainer_ranges(prefix), f"{prefix}.length_buckets": _int_at_least(1, " (1: one pass per batch)")}
+
+
 # What training.self_replay_rows can rehearse (selfreward/loop.py self_replay_examples), in draw order.
 SELF_REPLAY_KINDS = ("prompts", "judgments", "answers")
 
@@ -527,11 +536,11 @@ RANGES = {
     "pairs.overrule_majority_below": _rule(lambda v: v >= 0, "a number >= 0 (0: off)"),
     "pairs.overrule_until_iteration": _int_at_least(0, " (0: every iteration)"),
     "training.dpo.group_by_length_until_iteration": _int_at_least(0, " (0: every iteration)"),
-    **_trainer_ranges("training.sft"),
+    **_sft_ranges("training.sft"),
     **_trainer_ranges("training.dpo"),
-    **_trainer_ranges("training.sft_best"),
-    **_trainer_ranges("training.rft"),
-    **_trainer_ranges("training.eft_replay"),
+    **_sft_ranges("training.sft_best"),
+    **_sft_ranges("training.rft"),
+    **_sft_ranges("training.eft_replay"),
     "training.dpo.beta": _rule(lambda v: v > 0, "a number > 0 (at 0 DPO cannot learn)"),
     "training.dpo.sft_weight": _NOT_NEGATIVE,
     "training.sft_judge_repeats": _int_at_least(1),

@@ -210,19 +210,39 @@ class _LengthGrouped:
                                     lengths=self.row_lengths)
 
 
-def sft_trainer(model, tokenizer, examples: list[dict], args, *, peft_config=None):
+def sft_trainer(model, tokenizer, examples: list[dict], args, *, peft_config=None, length_buckets_per_batch: int = 1):
     """TRL's SFTTrainer on ``[{"prompt", "completion"}]`` as one-turn conversations, each answer's
-    labels ending at the chat format's end-of-turn token."""
+    labels ending at the chat format's end-of-turn token; each batch run in
+    ``length_buckets_per_batch`` passes (``training.sft.length_buckets``)."""
     from trl import SFTTrainer
 
     class LengthGroupedSFTTrainer(_LengthGrouped, SFTTrainer):
-        pass
+        length_buckets = 1  # training.sft.length_buckets
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            """TRL's loss, the batch in ``length_buckets`` passes of its rows sorted by length, each
+            padded to its own longest row (:func:`length_buckets`). With the batch's count of
+            trained tokens (``num_items_in_batch``, which the Trainer passes) TRL's loss is a sum
+            over tokens divided by it, so the passes' losses add up to the batch's. The passes after
+            the first run the module itself (no DDP wrapper: their gradients join the same
+            backward, and DDP's hooks are on the parameters); TRL's metrics are logged per pass.
+            No library offers this: TRL's padding-free batches need flash attention."""
+            parts = None
+            if self.length_buckets > 1 and not return_outputs and num_items_in_batch is not None:
+                parts = length_buckets(inputs, self.length_buckets)
+            if parts is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            module = self.accelerator.unwrap_model(model)
+            return sum(super(LengthGroupedSFTTrainer, self).compute_loss(model if i == 0 else module, part, False,
+                                                                        num_items_in_batch)
+                       for i, part in enumerate(parts))
 
     dataset = Dataset.from_list(
         [{"prompt": _user(e["prompt"]), "completion": _assistant(e["completion"])} for e in examples]
     )
     trainer = LengthGroupedSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                                       peft_config=peft_config)
+    trainer.length_buckets = length_buckets_per_batch
     trainer.train_dataset = end_labels_at_end_of_turn(trainer.train_dataset, chat.end_of_turn_id(tokenizer))
     if args.train_sampling_strategy == "group_by_length":
         trainer.row_lengths = row_lengths(trainer.train_dataset)
@@ -370,6 +390,24 @@ def _ragged_gather(accelerator):
     return ragged
 
 
+def length_buckets(inputs: dict, n: int) -> list[dict] | None:
+    """A batch of rows (every value a tensor of rows by positions, ``attention_mask`` among them)
+    as ``n`` batches of its rows sorted by length, nearly equal in rows, each without the columns
+    at its end that are padding in all its rows; None when it has fewer than ``n`` rows or other
+    values."""
+    attention = inputs.get("attention_mask")
+    if (attention is None or attention.size(0) < n
+            or any(not torch.is_tensor(v) or v.shape != attention.shape for v in inputs.values())):
+        return None
+    order = torch.argsort(attention.sum(dim=1), stable=True)
+    parts = []
+    for rows in torch.tensor_split(order, n):
+        mask = attention[rows]
+        width = int(mask.any(dim=0).nonzero().max()) + 1 if mask.any() else mask.size(1)
+        parts.append({k: v[rows, :width] for k, v in inputs.items()})
+    return parts
+
+
 def _trim_right_padding(ids, attention, completion):
     """The rows without the columns at their end that are padding in every row (a sub-batch keeps
     its batch's width): the same outputs for the tokens, fewer positions to run."""
@@ -421,7 +459,9 @@ def train_sft(
                         lr_scale),
         completion_only_loss=True,
     )
-    trainer = sft_trainer(model, tokenizer, examples, args, peft_config=_peft_config(cfg.training.lora))
+    stage_cfg = stage_cfg or cfg.training.sft
+    trainer = sft_trainer(model, tokenizer, examples, args, peft_config=_peft_config(cfg.training.lora),
+                          length_buckets_per_batch=stage_cfg.length_buckets)
     _check_sharding(trainer, run_name)
     trainer.add_callback(StopOnNonFiniteLoss(run_name))
     trainer.train()

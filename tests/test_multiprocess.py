@@ -3,7 +3,8 @@
 One launch of ``conf/accelerate/ddp.yml`` with 2 processes runs, through ``python -m
 selfreward.stages``'s ``main``: pairs and DPO on the judgments of the shared 1-process run, and
 candidates and judgments (sharded generation) on its prompts, then an SFT and greedy generation.
-It checks that the run completes, that only the first process writes (every file once), and what
+It checks that the run completes, that only the first process writes (every file once), that
+DPO's NLL-only shortcut and SFT in length buckets train as TRL does in the same launch, and what
 matches one process: pairs byte for byte (that stage does not depend on the process count); DPO
 (plain, batches that split evenly) and SFT weights up to float rounding; greedy generation exactly
 (gathered in the requests' order). Sampled candidates and judgments use per-process seeds, so they
@@ -76,6 +77,8 @@ DRIVER = COUNT_WRITES + textwrap.dedent('''
     cfg.training.sft.epochs = 2
     examples = [{"prompt": r["prompt"], "completion": r["response"]} for r in read_jsonl(run / "data" / "ift.jsonl")]
     train_sft(str(run / "m1" / "model"), examples[:64], out / "sft" / "model", cfg, seed=5)
+    cfg.training.sft.length_buckets = 2  # the same, each process's batch in two passes by length
+    train_sft(str(run / "m1" / "model"), examples[:64], out / "sft_buckets" / "model", cfg, seed=5)
 
     # DPO (NLL weight 6, reference precomputed) on 12 of the run's pairs and 12 rows with the chosen
     # answer on both sides (judge anchors), with the NLL-only shortcut and without.
@@ -197,6 +200,7 @@ def test_two_processes_write_once_and_match_one_process_where_they_should(tiny_r
     assert _close(_weights(c / "m2" / "model"), _weights(one_c / "m2" / "model"), start, atol=1e-6)
     assert _close(_weights(c / "m2" / "model"), _weights(a / "m2" / "model"), start, atol=1e-5)
     assert _close(_weights(tmp_path / "sft" / "model"), _weights(one / "sft" / "model"), start, atol=1e-5)
+    assert _close(_weights(tmp_path / "sft_buckets" / "model"), _weights(tmp_path / "sft" / "model"), start, atol=1e-5)
 
     # The NLL-only shortcut under DDP: TRL's training (per process) with fewer tokens run.
     assert _close(_weights(tmp_path / "anchorsTrue" / "model"), _weights(tmp_path / "anchorsFalse" / "model"),

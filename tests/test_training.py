@@ -176,6 +176,44 @@ def test_group_by_length_batches_rows_of_a_length(stage, tmp_path):
     assert padding[True][1] * 4 < padding[False][1]  # measured: 8x less padding
 
 
+def test_sft_in_length_buckets_gives_trls_loss_and_gradients(tmp_path):
+    """``training.sft.length_buckets``: a batch of short and long rows run in passes of rows of
+    about one length has TRL's loss and gradients (one pass over the padded batch), with less
+    padding in the passes."""
+    from trl import SFTConfig
+
+    from selfreward.training import length_buckets, sft_trainer
+
+    tokenizer, model = _tiny_policy(tmp_path, ["sort: 3 1 2", "1 2 3 4 5 6 7 8 9 0 " * 4])
+    rows = [{"prompt": f"sort: 3 1 {i}", "completion": "1 2 3 4 5 6 7 8 9 0 " * (4 if i % 3 == 0 else 1)}
+            for i in range(9)]
+    args = SFTConfig(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", per_device_train_batch_size=9,
+                     completion_only_loss=True, seed=0, data_seed=0)
+    trainer = sft_trainer(model, tokenizer, rows, args, length_buckets_per_batch=3)
+    batch = next(iter(trainer.get_train_dataloader()))
+    parts = length_buckets(batch, 3)
+    assert [p["input_ids"].size(0) for p in parts] == [3, 3, 3]
+    assert sum(p["attention_mask"].numel() for p in parts) < batch["attention_mask"].numel() * 0.7
+    assert sorted(int(n) for p in parts for n in p["attention_mask"].sum(dim=1)) == \
+        sorted(int(n) for n in batch["attention_mask"].sum(dim=1))
+    items = (batch["labels"][:, 1:] != -100).sum()
+    model.train()
+
+    def loss_and_grads(buckets):
+        trainer.length_buckets = buckets
+        model.zero_grad()
+        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=items)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    (split, split_grads), (whole, whole_grads) = loss_and_grads(3), loss_and_grads(1)
+    assert torch.allclose(split, whole, rtol=1e-5) and whole > 0.1
+    for a, b in zip(split_grads, whole_grads, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+    assert any(g.abs().sum() > 0 for g in split_grads)
+    assert length_buckets(batch, 10) is None  # fewer rows than passes: one pass
+
+
 @pytest.mark.parametrize("precompute", [False, True])
 def test_nll_only_rows_give_trls_loss_and_gradients_with_fewer_passes(precompute, tmp_path):
     """Pairs with their chosen answer on both sides (judge anchors) skip their rejected and reference

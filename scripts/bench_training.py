@@ -1,5 +1,6 @@
 # python scripts/bench_training.py runs/judge_overrule/seed0 --t 1     # the measurement (about 10 min on 2 CPU cores)
 # python scripts/bench_training.py RUN_DIR --t 1 --stages dpo --layouts grouped:2 grouped:2:nll  # NLL-only shortcut
+# python scripts/bench_training.py RUN_DIR --t 1 --stages sft --layouts random:1 random:1:b2  # SFT in length buckets
 # python scripts/bench_training.py RUN_DIR --t 1 --steps 2 --rounds 1  # smoke test
 """Training throughput side by side: random batches against batches of rows of about one length
 (``training.sft.group_by_length``, ``training.dpo.group_by_length``), on one torch thread or more,
@@ -11,7 +12,8 @@ builds it) and iteration t's DPO (the rows the loop trained M_{t+1} on, from ``m
 
 Each layout (``SAMPLING:THREADS``, SAMPLING ``random`` or ``grouped``; ``SAMPLING:THREADS:nll``
 skips the rejected and reference passes of DPO rows with the chosen answer on both sides,
-``training.dpo.nll_only_shortcut=true``, where the others run TRL's own loss on every row) trains
+``training.dpo.nll_only_shortcut=true``, where the others run TRL's own loss on every row;
+``SAMPLING:THREADS:bN`` runs each SFT batch in N passes by length, ``training.sft.length_buckets=N``) trains
 ``--steps`` optimizer steps of the stage's batch size on the same rows (a fixed shuffle of the
 stage's rows, its first steps x batch_size), with the run's own settings otherwise, from the same model
 (SFT: the run's M0; DPO: M_t against the reference M_t), in this one process. Layouts take turns
@@ -45,18 +47,28 @@ from selfreward.training import train_dpo, train_sft
 SAMPLINGS = {"random": False, "grouped": True}
 
 
-def parse_layout(text: str) -> tuple[str, int, bool]:
-    """``SAMPLING:THREADS[:nll]`` -> (sampling, threads, whether the NLL-only shortcut is on)."""
+def parse_layout(text: str) -> tuple[str, int, bool, int]:
+    """``SAMPLING:THREADS[:nll|:bN]`` -> (sampling, threads, whether the NLL-only shortcut is on,
+    SFT's length buckets)."""
     sampling, _, rest = text.partition(":")
     threads, _, passes = rest.partition(":")
-    if sampling not in SAMPLINGS or not threads.isdigit() or int(threads) < 1 or passes not in ("", "nll"):
-        raise argparse.ArgumentTypeError(f"a layout is SAMPLING:THREADS or SAMPLING:THREADS:nll with SAMPLING one of "
-                                         f"{sorted(SAMPLINGS)} and THREADS at least 1, got {text!r}")
-    return sampling, int(threads), passes == "nll"
+    buckets = int(passes[1:]) if passes[:1] == "b" and passes[1:].isdigit() else 1
+    if (sampling not in SAMPLINGS or not threads.isdigit() or int(threads) < 1
+            or (passes not in ("", "nll") and buckets < 2)):
+        raise argparse.ArgumentTypeError(f"a layout is SAMPLING:THREADS, SAMPLING:THREADS:nll or SAMPLING:THREADS:bN "
+                                         f"with SAMPLING one of {sorted(SAMPLINGS)}, THREADS at least 1 and N at least "
+                                         f"2, got {text!r}")
+    return sampling, int(threads), passes == "nll", buckets
 
 
-def padding_share(lengths: list[int], batch_size: int, grouped: bool, seed: int) -> float:
-    """The share of padding in one epoch's batches of these rows, drawn as the Trainer draws them."""
+def layout_name(layout: tuple[str, int, bool, int]) -> str:
+    sampling, threads, nll, buckets = layout
+    return f"{sampling}:{threads}" + (":nll" if nll else "") + (f":b{buckets}" if buckets > 1 else "")
+
+
+def padding_share(lengths: list[int], batch_size: int, grouped: bool, seed: int, buckets: int = 1) -> float:
+    """The share of padding in one epoch's batches of these rows, drawn as the Trainer draws them,
+    each batch run in ``buckets`` passes of its rows sorted by length."""
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
     generator = torch.Generator().manual_seed(seed)
@@ -65,7 +77,9 @@ def padding_share(lengths: list[int], batch_size: int, grouped: bool, seed: int)
     else:
         order = torch.randperm(len(lengths), generator=generator).tolist()
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    passes = [part.tolist() for b in batches for part in torch.tensor_split(
+        torch.tensor(sorted(lengths[i] for i in b)), min(buckets, len(b)))]
+    padded = sum(max(p) * len(p) for p in passes)
     return 1 - sum(lengths) / padded
 
 
@@ -109,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.steps < 1 or args.rounds < 1:
         parser.error("--steps and --rounds are at least 1")
-    layouts = args.layouts or [(sampling, threads, False) for sampling in SAMPLINGS for threads in (1, 2)]
+    layouts = args.layouts or [(sampling, threads, False, 1) for sampling in SAMPLINGS for threads in (1, 2)]
     cfg = OmegaConf.load(args.run / "config.yaml")
     cfg.training.logging_steps = 10 ** 9
     # One epoch of steps x batch_size rows: --steps optimizer steps (a warmup and a schedule as
@@ -128,6 +142,7 @@ def main() -> None:
                 for layout in layouts:
                     torch.set_num_threads(layout[1])
                     cfg.training.dpo.nll_only_shortcut = layout[2]
+                    cfg.training.sft.length_buckets = layout[3]
                     seconds, done = train_once(stage, args.run, cfg, rows, args.t, SAMPLINGS[layout[0]], Path(tmp))
                     times[layout].append(seconds)
                     steps.add(done)
@@ -135,11 +150,10 @@ def main() -> None:
         print(f"\n{stage}: {len(rows)} rows, {args.steps} steps of {batch}, median of {args.rounds} rounds")
         print(f"{'layout':<12} {'seconds':>8} {'rows/s':>8} {'padding':>8} {'speed-up':>9}")
         results[stage] = {"steps": sorted(steps)}
-        padding = {grouped: padding_share(lengths, batch, grouped, cfg.seed) for grouped in (False, True)}
         for layout in layouts:
             seconds = statistics.median(times[layout])
-            pad = padding[SAMPLINGS[layout[0]]]
-            name = f"{layout[0]}:{layout[1]}" + (":nll" if layout[2] else "")
+            pad = padding_share(lengths, batch, SAMPLINGS[layout[0]], cfg.seed, layout[3] if stage == "sft" else 1)
+            name = layout_name(layout)
             print(f"{name:<12} {seconds:>8.1f} {len(rows) / seconds:>8.1f} {pad:>8.1%} {base / seconds:>8.2f}x")
             results[stage][name] = {"seconds": times[layout], "median_s": seconds, "padding": pad,
                                     "speed_up": base / seconds}

@@ -6,6 +6,7 @@ folder; the loop marks the stage done only after the folder is in place.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -285,10 +286,13 @@ def _dpo_trainer_class():
             if distributed.active() and not full.any():
                 # TRL's metrics are collectives: every process runs it, on one row at least.
                 full[same.nonzero()[0, 0]] = True
-            if full.all():
-                loss, extra_tokens = super()._compute_loss(model, inputs, False), 0
-            else:
-                loss, extra_tokens = self._loss_with_nll_only_rows(model, inputs, ~full)
+            # TRL gathers one value per row it ran for its metrics, and accelerate's gather needs as
+            # many rows on every process; here each process runs its own real pairs.
+            with _ragged_gathers(self.accelerator):
+                if full.all():
+                    loss, extra_tokens = super()._compute_loss(model, inputs, False), 0
+                else:
+                    loss, extra_tokens = self._loss_with_nll_only_rows(model, inputs, ~full)
             if model.training:
                 # TRL counts the tokens of the rows it ran (over all processes); the NLL-only rows too.
                 if distributed.active():
@@ -327,15 +331,10 @@ def _dpo_trainer_class():
                 weights = self.loss_weights
                 # TRL averages each term over the rows and tokens it is given: reweighted to the batch.
                 self.loss_weights = [w_pref * n_full / n_rows, w_nll * full_tokens / tokens]
-                if distributed.active():
-                    # TRL gathers one value per row it ran for its metrics, and accelerate's gather
-                    # needs as many rows on every process; each process now runs its own real pairs.
-                    self.accelerator.gather = _ragged_gather(self.accelerator)
                 try:
                     loss = loss + super()._compute_loss(model, sub, False)
                 finally:
                     self.loss_weights = weights
-                    self.accelerator.__dict__.pop("gather", None)
             labels = ids.masked_fill(completion == 0, -100)
             out = self.accelerator.unwrap_model(model)(input_ids=ids, attention_mask=attention, labels=labels,
                                                        use_cache=False, fused_lm_head=True)
@@ -373,9 +372,15 @@ def _nll_only_rows(inputs) -> torch.Tensor | None:
     return same
 
 
-def _ragged_gather(accelerator):
-    """``accelerator.gather`` for tensors whose first dimension differs between processes: each
-    padded to the longest, gathered, and cut back to its own length (in process order)."""
+@contextlib.contextmanager
+def _ragged_gathers(accelerator):
+    """Within it, under several processes, ``accelerator.gather`` takes tensors whose first
+    dimension differs between processes: each padded to the longest, gathered, and cut back to its
+    own length (in process order). Every process must enter it at the same points, since it
+    gathers the lengths first."""
+    if not distributed.active():
+        yield
+        return
     gather = type(accelerator).gather.__get__(accelerator)
 
     def ragged(tensor):
@@ -387,7 +392,11 @@ def _ragged_gather(accelerator):
         parts = gather(padded).split(longest)
         return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)])
 
-    return ragged
+    accelerator.gather = ragged
+    try:
+        yield
+    finally:
+        del accelerator.gather
 
 
 def length_buckets(inputs: dict, n: int) -> list[dict] | None:

@@ -80,12 +80,13 @@ DRIVER = COUNT_WRITES + textwrap.dedent('''
     cfg.training.sft.length_buckets = 2  # the same, each process's batch in two passes by length
     train_sft(str(run / "m1" / "model"), examples[:64], out / "sft_buckets" / "model", cfg, seed=5)
 
-    # DPO (NLL weight 6, reference precomputed) on 12 of the run's pairs and 12 rows with the chosen
-    # answer on both sides (judge anchors), with the NLL-only shortcut and without.
+    # DPO (NLL weight 6, reference precomputed) on 12 of the run's pairs and 4 rows with the chosen
+    # answer on both sides (judge anchors), with the NLL-only shortcut and without. Batches of 4
+    # a process: some with such rows on one process and none on the other.
     from selfreward.training import train_dpo
 
     pairs = read_jsonl(run / "m2" / "pairs.jsonl")[:12]
-    rows = [x for p in pairs for x in (p, {**p, "rejected": p["chosen"]})]
+    rows = pairs + [{**p, "rejected": p["chosen"]} for p in pairs[:4]]
     for shortcut in (True, False):
         cfg = stages.load_config(run)
         cfg.training.dpo.update(sft_weight=6.0, batch_size=8, epochs=2, precompute_ref_log_probs=True,

@@ -76,6 +76,19 @@ def test_judge_fast_is_judge_overrule_in_two_processes_with_the_faster_settings(
     validate(fast)
 
 
+def test_judge_mid_is_judge_fast_with_more_judging_rows_and_the_exact_speed_ups():
+    mid, fast = _compose(["experiment=judge_mid"]), _compose(["experiment=judge_fast"])
+    assert mid.experiment_name == "judge_mid"
+    assert (mid.training.sft_judge_repeats, mid.data.world.n_eft_own) == (3, 3800)
+    assert (fast.training.sft_judge_repeats, fast.data.world.n_eft_own) == (2, 4500)
+    assert mid.training.sft.length_buckets == 2 and mid.training.dpo.nll_only_shortcut
+    # Everything else is judge_fast's.
+    mid.experiment_name, mid.data.world.n_eft_own, mid.training.sft_judge_repeats = "judge_fast", 4500, 2
+    mid.training.sft.length_buckets, mid.training.dpo.nll_only_shortcut = 1, False
+    assert mid == fast
+    validate(_compose(["experiment=judge_mid"]))
+
+
 def test_an_experiment_file_overrides_the_main_config():
     cfg = _compose(["experiment=smoke"])
     assert cfg.experiment_name == "smoke" and cfg.model.hidden_size == 64

@@ -411,8 +411,7 @@ def length_buckets(inputs: dict, n: int) -> list[dict] | None:
     order = torch.argsort(attention.sum(dim=1), stable=True)
     parts = []
     for rows in torch.tensor_split(order, n):
-        mask = attention[rows]
-        width = int(mask.any(dim=0).nonzero().max()) + 1 if mask.any() else mask.size(1)
+        width = _used_width(attention[rows])
         parts.append({k: v[rows, :width] for k, v in inputs.items()})
     return parts
 
@@ -420,8 +419,13 @@ def length_buckets(inputs: dict, n: int) -> list[dict] | None:
 def _trim_right_padding(ids, attention, completion):
     """The rows without the columns at their end that are padding in every row (a sub-batch keeps
     its batch's width): the same outputs for the tokens, fewer positions to run."""
-    width = int(attention.any(dim=0).nonzero().max()) + 1 if attention.any() else attention.size(1)
+    width = _used_width(attention)
     return ids[:, :width], attention[:, :width], completion[:, :width]
+
+
+def _used_width(attention: torch.Tensor) -> int:
+    """The columns up to the last one that is a token (not padding) in some row."""
+    return int(attention.any(dim=0).nonzero().max()) + 1 if attention.any() else attention.size(1)
 
 
 def dpo_trainer(model, ref_model, tokenizer, pairs: list[dict], args, *, peft_config=None):

@@ -14,7 +14,7 @@ pairwise accuracy with its standard error over prompts (``pairwise_accuracy_se``
 set (from ``m<t>/eval_judge.jsonl``, nothing re-run) and on the larger one. Written to
 ``<run>/judge_heldout/``: ``m<t>/eval_judge.jsonl`` (the judgments of the last size measured) and
 ``summary.jsonl`` (one row per model and size; a model already measured at that size is read back,
-not judged again).
+not judged again), which ``selfreward-report`` puts in its table "The judge on more held-out prompts".
 Built-in world only; the loop never reads any of it.
 """
 
@@ -32,7 +32,7 @@ from selfreward.evaluation import evaluate_judge
 from selfreward.generation import close_engine, load_engine
 from selfreward.loop import stage_seed
 from selfreward.metrics import JudgeGroup, pairwise_accuracy, pairwise_accuracy_se
-from selfreward.rundir import read_jsonl, write_jsonl
+from selfreward.rundir import HELDOUT_JUDGE, read_jsonl, write_jsonl
 
 
 def own_set(run: Path, model: int) -> tuple[float, float] | None:
@@ -52,8 +52,8 @@ def own_set(run: Path, model: int) -> tuple[float, float] | None:
 
 def measure(run: Path, model: int, n_prompts: int) -> dict:
     """M_t's judge on ``n_prompts`` extra held-out rows of the run's world; read back if done."""
-    out = run / "judge_heldout"
-    summary = out / "summary.jsonl"
+    summary = run / HELDOUT_JUDGE
+    out = summary.parent
     done = read_jsonl(summary) if summary.exists() else []
     for row in done:
         if row["model"] == model and row["prompts"] == n_prompts:

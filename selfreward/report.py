@@ -12,7 +12,8 @@ Writes into ``--out``:
 
 * ``results.md``: a table per experiment (rows M1, M2, ...; the key metrics as columns), a
   comparison of the experiments' last models, their gains M1 -> last with pair accuracy and time
-  per iteration (:func:`gains_table`), and the run directories used;
+  per iteration (:func:`gains_table`), the judge on more held-out prompts where
+  ``scripts/judge_heldout.py`` measured it (:func:`heldout_judge_table`), and the run directories used;
 * ``judge_metrics.png``, ``policy_accuracy.png``, ``score_distribution.png``,
   ``pair_lengths.png``, ``tie_rate.png``, ``best_of_n.png`` (runs with ``evaluation.best_of_n``).
 """
@@ -31,7 +32,8 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from selfreward.rundir import ENVIRONMENT, SelfRewardError, environment_changes, read_jsonl, write_text
+from selfreward.rundir import (ENVIRONMENT, HELDOUT_JUDGE, SelfRewardError, environment_changes, read_jsonl,
+                               write_text)
 
 JUDGE_METRICS = ("judge/pairwise_accuracy", "judge/exact_match", "judge/spearman", "judge/kendall_tau")
 POLICY_METRICS = ("policy/oracle_accuracy", "policy/oracle_accuracy_sampled")
@@ -285,6 +287,46 @@ def gains_table(runs: Sequence[Run]) -> str:
     return _markdown(["experiment", *GAINS_COLUMNS], rows)
 
 
+def heldout_judge(run: Run) -> dict[int, dict[int, float]]:
+    """Prompts -> model -> the self-judge's pairwise accuracy on that many more held-out prompts,
+    from the run's ``judge_heldout/summary.jsonl`` (``scripts/judge_heldout.py``); {} if none."""
+    path = run.path / HELDOUT_JUDGE
+    measured: dict[int, dict[int, float]] = {}
+    for row in read_jsonl(path) if path.is_file() else []:
+        value = number(row.get("judge/pairwise_accuracy"))
+        if value is not None and isinstance(row.get("model"), int) and isinstance(row.get("prompts"), int):
+            measured.setdefault(row["prompts"], {})[row["model"]] = value
+    return measured
+
+
+def heldout_judge_table(runs: Sequence[Run]) -> str | None:
+    """Per experiment and number of prompts: the judge's pairwise accuracy on the extra held-out
+    prompts, per model (mean ± std over the seeds measured), and its change from each seed's first
+    model measured to its last, with how many seeds rose. None when no run has the measurement.
+    On the built-in world the loop's own judge set is 100 prompts (a standard error of about 0.02
+    a model), which is why this larger measurement exists."""
+    cells: dict[tuple[str, int], dict[int, list[float]]] = {}
+    changes: dict[tuple[str, int], list[float]] = {}
+    for run in runs:
+        for prompts, by_model in heldout_judge(run).items():
+            group = (run.experiment, prompts)
+            for model, value in by_model.items():
+                cells.setdefault(group, {}).setdefault(model, []).append(value)
+            if len(by_model) > 1:
+                changes.setdefault(group, []).append(by_model[max(by_model)] - by_model[min(by_model)])
+    if not cells:
+        return None
+    models = sorted({model for by_model in cells.values() for model in by_model})
+    rows = []
+    for (experiment, prompts), by_model in sorted(cells.items()):
+        change = changes.get((experiment, prompts), [])
+        rows.append([experiment, str(prompts),
+                     *(format_stat(stat(by_model[m])) if m in by_model else MISSING for m in models),
+                     f"{format_stat(stat(change))}, rises on {sum(c > 0 for c in change)} of {len(change)}"
+                     if change else MISSING])
+    return _markdown(["experiment", "prompts", *(f"M{m}" for m in models), "last - first measured"], rows)
+
+
 def results_markdown(runs: Sequence[Run], title: str) -> str:
     """The whole ``results.md``: per-experiment tables, the comparison, the plots and the runs."""
     aggregated = aggregate(runs)
@@ -305,6 +347,12 @@ def results_markdown(runs: Sequence[Run], title: str) -> str:
                  f"{', '.join(k.removeprefix('time/') for k in ITERATION_STAGES)} summed, evaluation "
                  "left out. Mean ± sample std over seeds.\n")
     parts.append(gains_table(runs))
+    if (heldout := heldout_judge_table(runs)) is not None:
+        parts.append("## The judge on more held-out prompts\n")
+        parts.append("The self-judge's pairwise accuracy on extra held-out prompts of the run's world "
+                     "(`scripts/judge_heldout.py`, after the runs), per model; the last column is each "
+                     "seed's last model measured minus its first. Mean ± sample std over seeds.\n")
+        parts.append(heldout)
     parts.append("## Plots\n")
     parts.append("\n".join(f"![{name[:-4]}]({name})" for name in PLOTS) + "\n")
     parts.append("## Run directories\n")

@@ -234,6 +234,11 @@ def fresh_dir(path: Path) -> Path:
     return path
 
 
+# The self-judge measured on more held-out prompts than the run's own judge set, after the run:
+# one row per model and size, written by scripts/judge_heldout.py, read by the report. The loop
+# never reads it.
+HELDOUT_JUDGE = Path("judge_heldout") / "summary.jsonl"
+
 # The record of where a run ran. Runs are bit-identical on one machine, not across machines: the
 # same code and seed gave another M1 on a CPU of another kind, so each start writes these facts
 # into the run directory, and a resume on different ones says so.

@@ -18,6 +18,7 @@ from selfreward.report import (
     format_stat,
     gain,
     gains_table,
+    heldout_judge_table,
     iteration_seconds,
     load_run,
     main,
@@ -101,6 +102,35 @@ def test_gains_pair_accuracy_and_time_per_iteration_by_hand():
     row = gains_table([a0, a1]).splitlines()[2]
     # gains 4 and -2 points: mean 1, sample std 4.243; pair accuracy only seed 0's (0.5 + 0.7) / 2
     assert row == "| a | 1.0 ± 4.2 (n=2) | 1 of 2 | 0.600 (n=1) | — | 70 (n=1) |"
+
+
+def test_judge_on_more_held_out_prompts_by_hand(tmp_path):
+    from selfreward.rundir import HELDOUT_JUDGE, write_jsonl
+
+    def run(seed, summary):
+        path = tmp_path / f"seed{seed}"
+        if summary is not None:
+            write_jsonl(path / HELDOUT_JUDGE, summary)
+        return Run(path=path, experiment="a", seed=seed, rows=[{"model": 1}])
+
+    runs = [run(0, [{"model": 1, "prompts": 1000, "judge/pairwise_accuracy": 0.80},
+                    {"model": 2, "prompts": 1000, "judge/pairwise_accuracy": 0.82},
+                    {"model": 3, "prompts": 1000, "judge/pairwise_accuracy": 0.85},
+                    {"model": 1, "prompts": 200, "judge/pairwise_accuracy": 0.90},
+                    {"model": 2, "prompts": 200, "judge/pairwise_accuracy": float("nan")},
+                    {"model": None, "prompts": 200, "judge/pairwise_accuracy": 0.5}]),
+            run(1, [{"model": 1, "prompts": 1000, "judge/pairwise_accuracy": 0.70},
+                    {"model": 3, "prompts": 1000, "judge/pairwise_accuracy": 0.66}]),
+            run(2, None)]
+    lines = heldout_judge_table(runs).splitlines()
+    assert lines[0] == "| experiment | prompts | M1 | M2 | M3 | last - first measured |"
+    # seed 0 rises by 0.05, seed 1 falls by 0.04: mean 0.005, sample std 0.0636; seed 2 has no file
+    assert lines[2] == ("| a | 200 | 0.900 (n=1) | — | — | — |")
+    assert lines[3] == ("| a | 1000 | 0.750 ± 0.071 (n=2) | 0.820 (n=1) | 0.755 ± 0.134 (n=2) | "
+                        "0.005 ± 0.064 (n=2), rises on 1 of 2 |")
+    assert "## The judge on more held-out prompts" in results_markdown(runs, "title")
+    assert heldout_judge_table(runs[2:]) is None
+    assert "more held-out prompts" not in results_markdown(runs[2:], "title")
 
 
 def test_duplicate_seeds_are_reported():

@@ -328,6 +328,13 @@ class TrainingConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     logging_steps: int = 10
     dataloader_num_workers: int = 0
+    # Under several processes (DDP): the size of the gradient buckets DDP all-reduces, in MB (null:
+    # PyTorch's 25). On GPUs several buckets let the all-reduce overlap the backward pass
+    # (conf/training/real.yaml and paper.yaml: null); on CPU cores that every process already
+    # fills, the all-reduce thread competes with the backward pass instead, and one bucket for the
+    # whole built-in model (3.6 MB of gradients) sends it once, after the backward (docs/results.md,
+    # "Two processes that wait less"). The same sums, so the same weights.
+    ddp_bucket_cap_mb: int | None = 100
 
 
 @dataclass
@@ -553,6 +560,7 @@ RANGES = {
     "training.iteration_lr_decay": _rule(lambda v: 0 < v <= 1, "a number in (0, 1] (1: every round alike)"),
     "training.logging_steps": _int_at_least(1),
     "training.dataloader_num_workers": _int_at_least(0),
+    "training.ddp_bucket_cap_mb": _int_at_least(1, optional=True),
     "evaluation.sampled_temperature": _TEMPERATURE,
     "evaluation.top_p": _TOP_P,
     "evaluation.max_new_tokens": _int_at_least(1),

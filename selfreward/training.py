@@ -92,6 +92,10 @@ def _trainer_args(stage_cfg, training_cfg, model_cfg, output_dir: Path, seed: in
         # unused ones (the Trainer's default without activation checkpointing) is a wasted
         # traversal of the graph at every step.
         ddp_find_unused_parameters=False,
+        ddp_bucket_cap_mb=training_cfg.ddp_bucket_cap_mb,
+        # Not broadcast from the first process before every forward pass: a causal LM's buffers
+        # (rotary frequencies) are constants, the same in every process.
+        ddp_broadcast_buffers=False,
     )
 
 
@@ -211,13 +215,49 @@ class _LengthGrouped:
                                     lengths=self.row_lengths)
 
 
+class _MetricsGatheredAtLog:
+    """For TRL's trainers under several processes: TRL gathers every metric from all processes as
+    it computes it (SFT four collectives a pass, DPO fifteen a step), and each collective waits in
+    the middle of the step for the slower process. In training each process keeps its own values
+    instead (:func:`_local_gathers` around the loss) and the metrics' lists are gathered once per
+    log (:meth:`log`): a logged metric is the mean of the processes' own per-step values (for TRL's
+    means over rows, the same number when the processes have as many rows; for its token ratios,
+    such as ``entropy`` and ``mean_token_accuracy``, the mean of the processes' ratios) and
+    ``num_tokens`` their sum. The loss and the gradients do not change. No library offers this:
+    TRL's metrics are computed inside its loss."""
+
+    def log(self, logs, start_time=None):
+        if distributed.active():
+            everyone = distributed.gather({mode: dict(metrics) for mode, metrics in self._metrics.items()})
+            for mode, metrics in self._metrics.items():
+                for key in {k for one in everyone for k in one.get(mode, {})}:
+                    values = [v for one in everyone for v in one.get(mode, {}).get(key, [])]
+                    metrics[key] = [sum(values)] if key == "num_tokens" else values
+        return super().log(logs, start_time)
+
+
+@contextlib.contextmanager
+def _local_gathers(accelerator, local: bool):
+    """Within it, where ``local`` and under several processes, ``accelerator.gather`` and
+    ``gather_for_metrics`` return this process's own tensor (see :class:`_MetricsGatheredAtLog`)."""
+    if not (local and distributed.active()):
+        yield
+        return
+    accelerator.gather = lambda tensor: tensor
+    accelerator.gather_for_metrics = lambda tensor, use_gather_object=False: tensor
+    try:
+        yield
+    finally:
+        del accelerator.gather, accelerator.gather_for_metrics
+
+
 def sft_trainer(model, tokenizer, examples: list[dict], args, *, peft_config=None, length_buckets_per_batch: int = 1):
     """TRL's SFTTrainer on ``[{"prompt", "completion"}]`` as one-turn conversations, each answer's
     labels ending at the chat format's end-of-turn token; each batch run in
     ``length_buckets_per_batch`` passes (``training.sft.length_buckets``)."""
     from trl import SFTTrainer
 
-    class LengthGroupedSFTTrainer(_LengthGrouped, SFTTrainer):
+    class LengthGroupedSFTTrainer(_MetricsGatheredAtLog, _LengthGrouped, SFTTrainer):
         length_buckets = 1  # training.sft.length_buckets
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -231,12 +271,13 @@ def sft_trainer(model, tokenizer, examples: list[dict], args, *, peft_config=Non
             parts = None
             if self.length_buckets > 1 and not return_outputs and num_items_in_batch is not None:
                 parts = length_buckets(inputs, self.length_buckets)
-            if parts is None:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            module = self.accelerator.unwrap_model(model)
-            return sum(super(LengthGroupedSFTTrainer, self).compute_loss(model if i == 0 else module, part, False,
-                                                                        num_items_in_batch)
-                       for i, part in enumerate(parts))
+            with _local_gathers(self.accelerator, model.training):
+                if parts is None:
+                    return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+                module = self.accelerator.unwrap_model(model)
+                return sum(super(LengthGroupedSFTTrainer, self).compute_loss(model if i == 0 else module, part, False,
+                                                                            num_items_in_batch)
+                           for i, part in enumerate(parts))
 
     dataset = Dataset.from_list(
         [{"prompt": _user(e["prompt"]), "completion": _assistant(e["completion"])} for e in examples]
@@ -256,7 +297,7 @@ REF_LOGPS_DIR = "ref_logps"  # in the model's work folder, under several process
 def _dpo_trainer_class():
     from trl import DPOTrainer
 
-    class EndOfTurnDPOTrainer(_LengthGrouped, DPOTrainer):
+    class EndOfTurnDPOTrainer(_MetricsGatheredAtLog, _LengthGrouped, DPOTrainer):
         """TRL's DPOTrainer whose precomputed reference log-probabilities
         (``precompute_ref_log_probs``, computed in its constructor) cover the answers as they are
         trained: cut at the end-of-turn token (:func:`end_labels_at_end_of_turn`). With
@@ -279,25 +320,29 @@ def _dpo_trainer_class():
             return super()._precompute_ref_logps(dataset, name, batch_size)
 
         def _compute_loss(self, model, inputs, return_outputs):
+            with _local_gathers(self.accelerator, model.training):
+                return self._loss_of_batch(model, inputs, return_outputs)
+
+        def _loss_of_batch(self, model, inputs, return_outputs):
             same = None if return_outputs or not _can_skip_nll_only_passes(self) else _nll_only_rows(inputs)
             if same is None:
                 return super()._compute_loss(model, inputs, return_outputs)
             full = ~same  # the rows TRL runs (both sides, reference, metrics): the real pairs
             if distributed.active() and not full.any():
-                # TRL's metrics are collectives: every process runs it, on one row at least.
+                # Every process runs TRL's loss on one row at least: through the DDP wrapper, whose
+                # forward each process's backward needs (and outside training TRL's metrics are
+                # collectives).
                 full[same.nonzero()[0, 0]] = True
-            # TRL gathers one value per row it ran for its metrics, and accelerate's gather needs as
-            # many rows on every process; here each process runs its own real pairs.
-            with _ragged_gathers(self.accelerator):
+            # Outside training TRL gathers one value per row it ran for its metrics, and accelerate's
+            # gather needs as many rows on every process; here each process runs its own real pairs.
+            with _ragged_gathers(self.accelerator, not model.training):
                 if full.all():
                     loss, extra_tokens = super()._compute_loss(model, inputs, False), 0
                 else:
                     loss, extra_tokens = self._loss_with_nll_only_rows(model, inputs, ~full)
             if model.training:
-                # TRL counts the tokens of the rows it ran (over all processes); the NLL-only rows too.
-                if distributed.active():
-                    extra_tokens = int(self.accelerator.gather(
-                        torch.tensor([extra_tokens], device=inputs["input_ids"].device)).sum())
+                # TRL counts the tokens of the rows it ran (each process its own in training, summed
+                # at the log); the NLL-only rows too.
                 self._total_train_tokens += extra_tokens // self._tp_size
             return loss
 
@@ -373,12 +418,12 @@ def _nll_only_rows(inputs) -> torch.Tensor | None:
 
 
 @contextlib.contextmanager
-def _ragged_gathers(accelerator):
-    """Within it, under several processes, ``accelerator.gather`` takes tensors whose first
-    dimension differs between processes: each padded to the longest, gathered, and cut back to its
-    own length (in process order). Every process must enter it at the same points, since it
-    gathers the lengths first."""
-    if not distributed.active():
+def _ragged_gathers(accelerator, ragged: bool = True):
+    """Within it, where ``ragged`` and under several processes, ``accelerator.gather`` takes tensors
+    whose first dimension differs between processes: each padded to the longest, gathered, and cut
+    back to its own length (in process order). Every process must enter it at the same points,
+    since it gathers the lengths first."""
+    if not (ragged and distributed.active()):
         yield
         return
     gather = type(accelerator).gather.__get__(accelerator)

@@ -203,6 +203,15 @@ def test_two_processes_write_once_and_match_one_process_where_they_should(tiny_r
     assert _close(_weights(tmp_path / "sft" / "model"), _weights(one / "sft" / "model"), start, atol=1e-5)
     assert _close(_weights(tmp_path / "sft_buckets" / "model"), _weights(tmp_path / "sft" / "model"), start, atol=1e-5)
 
+    # TRL's metrics, each process's own in training, gathered at the log: tokens summed over the
+    # processes, means over rows (each process has as many) the one process's mean.
+    two_log, one_log = read_jsonl(a / "m2" / "training_log.jsonl")[-1], read_jsonl(one / "m2" / "training_log.jsonl")[-1]
+    assert two_log["num_tokens"] == one_log["num_tokens"] > 0
+    for key in ("rewards/chosen", "rewards/margins", "logps/chosen", "logps/rejected"):
+        assert two_log[key] == pytest.approx(one_log[key], rel=1e-4, abs=1e-6), key
+    two_log, one_log = read_jsonl(tmp_path / "sft" / "training_log.jsonl")[-1], read_jsonl(one / "sft" / "training_log.jsonl")[-1]
+    assert two_log["num_tokens"] == one_log["num_tokens"] > 0
+
     # The NLL-only shortcut under DDP: TRL's training (per process) with fewer tokens run.
     assert _close(_weights(tmp_path / "anchorsTrue" / "model"), _weights(tmp_path / "anchorsFalse" / "model"),
                   start, atol=1e-5)

@@ -93,9 +93,6 @@ def _trainer_args(stage_cfg, training_cfg, model_cfg, output_dir: Path, seed: in
         # traversal of the graph at every step.
         ddp_find_unused_parameters=False,
         ddp_bucket_cap_mb=training_cfg.ddp_bucket_cap_mb,
-        # Not broadcast from the first process before every forward pass: a causal LM's buffers
-        # (rotary frequencies) are constants, the same in every process.
-        ddp_broadcast_buffers=False,
     )
 
 

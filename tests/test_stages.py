@@ -122,8 +122,8 @@ def test_later_iterations_train_at_the_decayed_learning_rate(tiny_run, tmp_path,
     assert [training.iteration_lr_scale(cfg.training, t) for t in (1, 2, 3)] == pytest.approx([1, 0.3, 0.09])
     args = training._trainer_args(cfg.training.dpo, cfg.training, cfg.model, tmp_path, 0, "none", "dpo", 0.3)
     assert args["learning_rate"] == pytest.approx(0.3 * cfg.training.dpo.learning_rate)
-    # Under DDP: the config's gradient bucket size (the schema's 100 MB: one bucket), no buffer broadcasts.
-    assert (args["ddp_bucket_cap_mb"], args["ddp_broadcast_buffers"]) == (100, False)
+    # Under DDP: the config's gradient bucket size (the schema's 100 MB: one bucket).
+    assert args["ddp_bucket_cap_mb"] == 100
 
     scales = []
     monkeypatch.setattr(loop, "train_dpo", lambda *a, lr_scale, **k: scales.append(lr_scale) or {"steps": 0})

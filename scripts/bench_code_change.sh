@@ -40,20 +40,20 @@ for side in a b; do
   rm -rf "$work/code_$side"; mkdir -p "$work/code_$side"
   git -C "$repo" archive "$rev" | tar -x -C "$work/code_$side"
   copy_inputs "$work/run_$side"
+  # Stages run from the work folder: `python -m` puts the current folder first on the import
+  # path, and a checkout there would be imported instead of this side's.
+  grep -q "^$work/code_$side/selfreward/" <(cd "$work" && PYTHONPATH=$work/code_$side python -c \
+    "import selfreward; print(selfreward.__file__)") || { echo "$side does not import its own checkout" >&2; exit 1; }
 done
 
 stage() {  # side, stage, extra arguments
   local side=$1 name=$2; shift 2
   local code=$work/code_$side dir=$work/run_$side start end seconds runtime
   start=$(date +%s.%N)
-  # From the work folder: `python -m` puts the current folder first on the import path, and a
-  # checkout there would be imported instead of $code.
   (cd "$work" && PYTHONPATH=$code python -m accelerate.commands.launch --config_file "$code/conf/accelerate/ddp.yml" \
     --num_processes "$processes" --main_process_port $((29000 + RANDOM % 1000)) \
     -m selfreward.stages "$name" --run-dir "$dir" "$@" > "$work/$side.$name.log" 2>&1) \
     || { echo "$side $name failed: $work/$side.$name.log" >&2; exit 1; }
-  grep -q "^$code/selfreward/" <(cd "$work" && PYTHONPATH=$code python -c "import selfreward; print(selfreward.__file__)") \
-    || { echo "$side did not import $code's selfreward" >&2; exit 1; }
   end=$(date +%s.%N)
   seconds=$(python -c "print(f'{$end - $start:.1f}')")
   runtime=$(tr '\r' '\n' < "$work/$side.$name.log" | grep -ao "'train_runtime': '[0-9.]*'" | tail -1 | grep -o "[0-9.]*" || true)

@@ -19,7 +19,7 @@ if [ $# -lt 3 ]; then
   sed -n '1,/^set -euo/p' "$0" | grep '^#' >&2
   exit 2
 fi
-run=$(realpath "$1"); rev_a=$2; rev_b=$3; processes=${4:-2}; work=${5:-$(mktemp -d)}
+run=$(realpath "$1"); rev_a=$2; rev_b=$3; processes=${4:-2}; work=$(realpath -m "${5:-$(mktemp -d)}")
 repo=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 for need in config.yaml data m0 m1/eft.done m2/pairs.done; do
   [ -e "$run/$need" ] || { echo "$run has no $need: run the loop through M2's pairs first" >&2; exit 1; }

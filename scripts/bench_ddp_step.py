@@ -11,7 +11,11 @@ steps after ``--warmup``:
 - ``by_hand``: the gradients flattened, all-reduced and copied back after the backward;
 - ``ddp``: DistributedDataParallel as the Trainer builds it (PyTorch's 25 MB buckets, buffers
   broadcast before each forward);
-- ``ddp_one_bucket``: DDP with one 100 MB bucket (the loop's ``training.ddp_bucket_cap_mb=100``).
+- ``ddp_one_bucket``: DDP with one 100 MB bucket (the loop's ``training.ddp_bucket_cap_mb=100``);
+- ``ddp_bucket_views``: the same with the gradients kept in the bucket (``gradient_as_bucket_view``,
+  no copies into and out of it);
+- ``ddp_shared_memory``: the same with the bucket summed through shared memory instead of gloo
+  (:class:`selfreward.distributed.SharedMemoryAllReduce`; the loop's ``training.ddp_shared_memory``).
 
 Prints each mode's milliseconds a step (the slowest process's). ``--rounds`` repeats the modes in
 turn; compare modes within a round (the machine's speed drifts).
@@ -29,7 +33,9 @@ import torch
 import torch.distributed as dist
 from transformers import AutoModelForCausalLM
 
-MODES = ("alone", "sync", "by_hand", "ddp", "ddp_one_bucket")
+from selfreward.distributed import SharedMemoryAllReduce
+
+MODES = ("alone", "sync", "by_hand", "ddp", "ddp_one_bucket", "ddp_bucket_views", "ddp_shared_memory")
 
 
 def step_ms(model_dir: str, mode: str, rows: int, length: int, steps: int, warmup: int) -> float:
@@ -41,6 +47,10 @@ def step_ms(model_dir: str, mode: str, rows: int, length: int, steps: int, warmu
         net = torch.nn.parallel.DistributedDataParallel(model)
     elif mode == "ddp_one_bucket":
         net = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=100)
+    elif mode in ("ddp_bucket_views", "ddp_shared_memory"):
+        net = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=100, gradient_as_bucket_view=True)
+        if mode == "ddp_shared_memory":
+            net.register_comm_hook(None, SharedMemoryAllReduce().hook)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     batch = torch.randint(0, model.config.vocab_size, (rows, length))
     grads = None

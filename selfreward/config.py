@@ -335,6 +335,13 @@ class TrainingConfig:
     # whole built-in model (3.6 MB of gradients) sends it once, after the backward (docs/results.md,
     # "Two processes that wait less"). The same sums, so the same weights.
     ddp_bucket_cap_mb: int | None = 100
+    # Under several CPU processes on one machine (gloo): DDP's gradient buckets summed through
+    # shared memory instead of gloo's TCP loopback, and the gradients kept in the buckets
+    # (gradient_as_bucket_view) instead of copied in and out
+    # (selfreward.distributed.SharedMemoryAllReduce; docs/results.md, "Gradients through shared
+    # memory"). For two processes the same sums to the last bit. Ignored on GPUs (NCCL) and across
+    # machines.
+    ddp_shared_memory: bool = True
 
 
 @dataclass

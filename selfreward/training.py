@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+from accelerate.utils import DistributedDataParallelKwargs
 from transformers import TrainerCallback
 
 from selfreward import chat, distributed
@@ -233,6 +234,46 @@ class _MetricsGatheredAtLog:
         return super().log(logs, start_time)
 
 
+class _SharedMemoryGradients:
+    """For TRL's trainers: with ``shared_memory_gradients`` (``training.ddp_shared_memory``) and
+    several CPU processes on one machine, DDP keeps the gradients in its buckets
+    (``gradient_as_bucket_view``) and sums them through shared memory
+    (:class:`selfreward.distributed.SharedMemoryAllReduce`, registered on the DDP wrapper before
+    its first step) instead of gloo. Elsewhere (one process, GPUs, several machines) the
+    Trainer's DDP as it is."""
+
+    shared_memory_gradients = False
+
+    def _uses_shared_memory(self) -> bool:
+        return self.shared_memory_gradients and _cpu_processes_on_one_machine()
+
+    def _build_accelerator_args(self, **kwargs):
+        args = super()._build_accelerator_args(**kwargs)
+        if self._uses_shared_memory():
+            for handler in args["kwargs_handlers"]:
+                if isinstance(handler, DistributedDataParallelKwargs):
+                    handler.gradient_as_bucket_view = True
+        return args
+
+    def training_step(self, model, *args, **kwargs):
+        # accelerate registers only its own hooks, by name, so this one is registered here, on
+        # the wrapper the Trainer passes, before its first backward.
+        if (self._uses_shared_memory() and isinstance(model, torch.nn.parallel.DistributedDataParallel)
+                and not getattr(model, "_selfreward_shared_memory", False)):
+            model.register_comm_hook(None, distributed.SharedMemoryAllReduce().hook)
+            model._selfreward_shared_memory = True
+        return super().training_step(model, *args, **kwargs)
+
+
+def _cpu_processes_on_one_machine() -> bool:
+    if not distributed.active() or torch.cuda.is_available():
+        return False
+    import torch.distributed as dist
+
+    world = distributed.world_size()
+    return dist.get_backend() == "gloo" and int(os.environ.get("LOCAL_WORLD_SIZE", world)) == world
+
+
 @contextlib.contextmanager
 def _local_gathers(accelerator, local: bool):
     """Within it, where ``local`` and under several processes, ``accelerator.gather`` and
@@ -248,13 +289,15 @@ def _local_gathers(accelerator, local: bool):
         del accelerator.gather, accelerator.gather_for_metrics
 
 
-def sft_trainer(model, tokenizer, examples: list[dict], args, *, peft_config=None, length_buckets_per_batch: int = 1):
+def sft_trainer(model, tokenizer, examples: list[dict], args, *, peft_config=None, length_buckets_per_batch: int = 1,
+                shared_memory_gradients: bool = False):
     """TRL's SFTTrainer on ``[{"prompt", "completion"}]`` as one-turn conversations, each answer's
     labels ending at the chat format's end-of-turn token; each batch run in
-    ``length_buckets_per_batch`` passes (``training.sft.length_buckets``)."""
+    ``length_buckets_per_batch`` passes (``training.sft.length_buckets``); gradients through
+    shared memory as ``shared_memory_gradients`` says (``training.ddp_shared_memory``)."""
     from trl import SFTTrainer
 
-    class LengthGroupedSFTTrainer(_MetricsGatheredAtLog, _LengthGrouped, SFTTrainer):
+    class LengthGroupedSFTTrainer(_SharedMemoryGradients, _MetricsGatheredAtLog, _LengthGrouped, SFTTrainer):
         length_buckets = 1  # training.sft.length_buckets
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -279,6 +322,7 @@ def sft_trainer(model, tokenizer, examples: list[dict], args, *, peft_config=Non
     dataset = Dataset.from_list(
         [{"prompt": _user(e["prompt"]), "completion": _assistant(e["completion"])} for e in examples]
     )
+    LengthGroupedSFTTrainer.shared_memory_gradients = shared_memory_gradients
     trainer = LengthGroupedSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                                       peft_config=peft_config)
     trainer.length_buckets = length_buckets_per_batch
@@ -294,7 +338,7 @@ REF_LOGPS_DIR = "ref_logps"  # in the model's work folder, under several process
 def _dpo_trainer_class():
     from trl import DPOTrainer
 
-    class EndOfTurnDPOTrainer(_MetricsGatheredAtLog, _LengthGrouped, DPOTrainer):
+    class EndOfTurnDPOTrainer(_SharedMemoryGradients, _MetricsGatheredAtLog, _LengthGrouped, DPOTrainer):
         """TRL's DPOTrainer whose precomputed reference log-probabilities
         (``precompute_ref_log_probs``, computed in its constructor) cover the answers as they are
         trained: cut at the end-of-turn token (:func:`end_labels_at_end_of_turn`). With
@@ -470,17 +514,21 @@ def _used_width(attention: torch.Tensor) -> int:
     return int(attention.any(dim=0).nonzero().max()) + 1 if attention.any() else attention.size(1)
 
 
-def dpo_trainer(model, ref_model, tokenizer, pairs: list[dict], args, *, peft_config=None):
+def dpo_trainer(model, ref_model, tokenizer, pairs: list[dict], args, *, peft_config=None,
+                shared_memory_gradients: bool = False):
     """TRL's DPOTrainer on ``[{"prompt", "chosen", "rejected"}]`` as one-turn conversations, each
     answer ending at the chat format's end-of-turn token. ``ref_model=None`` with a
     ``peft_config`` makes the adapter-free policy the reference; with
     ``args.precompute_ref_log_probs`` and no ``peft_config``, the policy before training (its
-    log-probabilities computed once, before training)."""
+    log-probabilities computed once, before training). Gradients through shared memory as
+    ``shared_memory_gradients`` says (``training.ddp_shared_memory``)."""
     dataset = Dataset.from_list(
         [{"prompt": _user(p["prompt"]), "chosen": _assistant(p["chosen"]), "rejected": _assistant(p["rejected"])}
          for p in pairs]
     )
-    trainer = _dpo_trainer_class()(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
+    trainer_class = _dpo_trainer_class()
+    trainer_class.shared_memory_gradients = shared_memory_gradients
+    trainer = trainer_class(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
                                    processing_class=tokenizer, peft_config=peft_config)
     trainer.train_dataset = end_labels_at_end_of_turn(trainer.train_dataset, chat.end_of_turn_id(tokenizer))
     if args.train_sampling_strategy == "group_by_length":
@@ -516,7 +564,8 @@ def train_sft(
     )
     stage_cfg = stage_cfg or cfg.training.sft
     trainer = sft_trainer(model, tokenizer, examples, args, peft_config=_peft_config(cfg.training.lora),
-                          length_buckets_per_batch=stage_cfg.length_buckets)
+                          length_buckets_per_batch=stage_cfg.length_buckets,
+                          shared_memory_gradients=cfg.training.ddp_shared_memory)
     _check_sharding(trainer, run_name)
     trainer.add_callback(StopOnNonFiniteLoss(run_name))
     trainer.train()
@@ -558,7 +607,8 @@ def train_dpo(
         loss_weights=[1.0, dpo.sft_weight] if dpo.sft_weight else None,
         **({"precompute_ref_log_probs": True} if precompute else {}),
     )
-    trainer = dpo_trainer(model, ref_model, tokenizer, pairs, args, peft_config=peft_config)
+    trainer = dpo_trainer(model, ref_model, tokenizer, pairs, args, peft_config=peft_config,
+                          shared_memory_gradients=cfg.training.ddp_shared_memory)
     trainer.nll_only_shortcut = bool(dpo.nll_only_shortcut)
     _check_sharding(trainer, run_name)
     if precompute:

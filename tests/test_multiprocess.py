@@ -4,7 +4,8 @@ One launch of ``conf/accelerate/ddp.yml`` with 2 processes runs, through ``pytho
 selfreward.stages``'s ``main``: pairs and DPO on the judgments of the shared 1-process run, and
 candidates and judgments (sharded generation) on its prompts, then an SFT and greedy generation.
 It checks that the run completes, that only the first process writes (every file once), that
-DPO's NLL-only shortcut and SFT in length buckets train as TRL does in the same launch, and what
+DPO's NLL-only shortcut and SFT in length buckets train as TRL does in the same launch, that
+gradients summed through shared memory are gloo's to the last bit, and what
 matches one process: pairs byte for byte (that stage does not depend on the process count); DPO
 (plain, batches that split evenly) and SFT weights up to float rounding; greedy generation exactly
 (gathered in the requests' order). Sampled candidates and judgments use per-process seeds, so they
@@ -61,6 +62,16 @@ COUNT_WRITES = textwrap.dedent('''
 DRIVER = COUNT_WRITES + textwrap.dedent('''
     from selfreward import stages
 
+    # Each call of the shared-memory gradient hook (training.ddp_shared_memory) counted.
+    hook_calls = [0]
+    _hook = distributed.SharedMemoryAllReduce.hook
+
+    def counted_hook(self, state, bucket):
+        hook_calls[0] += 1
+        return _hook(self, state, bucket)
+
+    distributed.SharedMemoryAllReduce.hook = counted_hook
+
     out = Path(sys.argv[1])
     runs = sys.argv[2:5]
     count_writes(out, runs, "writes")
@@ -76,9 +87,17 @@ DRIVER = COUNT_WRITES + textwrap.dedent('''
     cfg = stages.load_config(run)
     cfg.training.sft.epochs = 2
     examples = [{"prompt": r["prompt"], "completion": r["response"]} for r in read_jsonl(run / "data" / "ift.jsonl")]
+    calls = [hook_calls[0]]
     train_sft(str(run / "m1" / "model"), examples[:64], out / "sft" / "model", cfg, seed=5)
+    calls.append(hook_calls[0])
+    cfg.training.ddp_shared_memory = False  # the same through gloo
+    train_sft(str(run / "m1" / "model"), examples[:64], out / "sft_gloo" / "model", cfg, seed=5)
+    calls.append(hook_calls[0])
+    cfg.training.ddp_shared_memory = True
     cfg.training.sft.length_buckets = 2  # the same, each process's batch in two passes by length
     train_sft(str(run / "m1" / "model"), examples[:64], out / "sft_buckets" / "model", cfg, seed=5)
+    if distributed.is_main():
+        (out / "hook_calls.json").write_text(json.dumps(calls))
 
     # DPO (NLL weight 6, reference precomputed) on 12 of the run's pairs and 4 rows with the chosen
     # answer on both sides (judge anchors), with the NLL-only shortcut and without. Batches of 4
@@ -202,6 +221,13 @@ def test_two_processes_write_once_and_match_one_process_where_they_should(tiny_r
     assert _close(_weights(c / "m2" / "model"), _weights(a / "m2" / "model"), start, atol=1e-5)
     assert _close(_weights(tmp_path / "sft" / "model"), _weights(one / "sft" / "model"), start, atol=1e-5)
     assert _close(_weights(tmp_path / "sft_buckets" / "model"), _weights(tmp_path / "sft" / "model"), start, atol=1e-5)
+
+    # Gradients summed through shared memory (training.ddp_shared_memory, on by default): one
+    # bucket a step (4 steps), and the weights gloo's all-reduce gives, to the last bit.
+    before, after_shared, after_gloo = json.loads((tmp_path / "hook_calls.json").read_text())
+    assert before > 0 and after_shared - before == 4 and after_gloo == after_shared
+    shared, gloo = _weights(tmp_path / "sft" / "model"), _weights(tmp_path / "sft_gloo" / "model")
+    assert all(torch.equal(shared[k], gloo[k]) for k in shared)
 
     # TRL's metrics, each process's own in training, gathered at the log: tokens summed over the
     # processes, means over rows (each process has as many) the one process's mean.

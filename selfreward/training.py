@@ -260,8 +260,11 @@ class _SharedMemoryGradients:
         # the wrapper the Trainer passes, before its first backward.
         if (self._uses_shared_memory() and isinstance(model, torch.nn.parallel.DistributedDataParallel)
                 and not getattr(model, "_selfreward_shared_memory", False)):
-            model.register_comm_hook(None, distributed.SharedMemoryAllReduce().hook)
             model._selfreward_shared_memory = True
+            if all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad):
+                model.register_comm_hook(None, distributed.SharedMemoryAllReduce().hook)
+            else:  # the hook sums float32 buffers; gloo takes the others
+                log.info("training.ddp_shared_memory: gradients not all float32, summed by gloo")
         return super().training_step(model, *args, **kwargs)
 
 

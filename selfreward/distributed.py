@@ -180,7 +180,6 @@ def batch_args(batch_size: int, what: str) -> dict:
     return {"per_device_train_batch_size": batch_size, "accelerator_config": {"split_batches": True}}
 
 
-
 class SharedMemoryAllReduce:
     """A DDP communication hook for processes on one machine: each process copies its gradient
     bucket into its slot of a memory-mapped file, the processes meet at one barrier, and each sums

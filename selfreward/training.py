@@ -258,8 +258,9 @@ class _SharedMemoryGradients:
     def training_step(self, model, *args, **kwargs):
         # accelerate registers only its own hooks, by name, so this one is registered here, on
         # the wrapper the Trainer passes, before its first backward.
-        if (self._uses_shared_memory() and isinstance(model, torch.nn.parallel.DistributedDataParallel)
-                and not getattr(model, "_selfreward_shared_memory", False)):
+        # The cheap test first: this runs at every step, the hook is registered once.
+        if (isinstance(model, torch.nn.parallel.DistributedDataParallel)
+                and not getattr(model, "_selfreward_shared_memory", False) and self._uses_shared_memory()):
             model._selfreward_shared_memory = True
             if all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad):
                 model.register_comm_hook(None, distributed.SharedMemoryAllReduce().hook)
@@ -532,7 +533,7 @@ def dpo_trainer(model, ref_model, tokenizer, pairs: list[dict], args, *, peft_co
     trainer_class = _dpo_trainer_class()
     trainer_class.shared_memory_gradients = shared_memory_gradients
     trainer = trainer_class(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
-                                   processing_class=tokenizer, peft_config=peft_config)
+                            processing_class=tokenizer, peft_config=peft_config)
     trainer.train_dataset = end_labels_at_end_of_turn(trainer.train_dataset, chat.end_of_turn_id(tokenizer))
     if args.train_sampling_strategy == "group_by_length":
         trainer.row_lengths = row_lengths(trainer.train_dataset)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# bash scripts/run_evidence.sh [SEED ...]        (default seeds: 0 1 2 3 4; about three hours)
-# JOBS=2 bash scripts/run_evidence.sh            (two seeds at a time, one torch thread each; about 1 h 45 min beside other jobs)
+# bash scripts/run_evidence.sh [SEED ...]        (default seeds: 0 1 2 3 4; 2-3 hours on 2 CPU cores)
+# JOBS=2 bash scripts/run_evidence.sh            (two seeds at a time, one torch thread each: for 4 or more
+#                                                 cores, since each run of the built-in recipe is two processes)
 #
 # The default experiment and its four controls (conf/experiment/{oracle_reward,rft_oracle,
 # sft_best,random_pairs}.yaml) for each seed, then the report in docs/results/. Reruns resume:

@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# bash scripts/run_reward_sources.sh [SEED ...]      (default seeds: 0 1 2; finished runs, e.g. those of
-#                                                     scripts/run_evidence.sh, are not redone)
+# bash scripts/run_reward_sources.sh [SEED ...]      (default seeds: 0 1 2; finished runs are not redone)
 # JOBS=2 bash scripts/run_reward_sources.sh           (two seeds at a time, one torch thread each)
 #
 # Issue 10's comparison of reward sources on the built-in world: from the default run's M1 of each
@@ -9,6 +8,10 @@
 # the random-pairs floor and the oracle bound; the default is the method (self_judge). constitution
 # is left out: its prompt (about 400 tokens) does not fit the built-in model's 256 positions. Then
 # the report in docs/reward_sources/. Reruns resume.
+#
+# Every run is on the schema's plain values (recipe=none), as docs/reward_sources/ was measured:
+# the built-in recipe's pair rules read the judge's 0-5 scores, which other rewards do not give.
+# The runs live in runs/reward_sources/<name>/seed<S>, apart from scripts/run_evidence.sh's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=("$@")
@@ -18,12 +21,13 @@ jobs="${JOBS:-1}"
 run_seed() {
   local seed=$1 threads=()
   [ "$jobs" -gt 1 ] && threads=(threads=1)
-  selfreward seed="$seed" "${threads[@]}"
+  local root=runs/reward_sources
+  selfreward recipe=none seed="$seed" "${threads[@]}" hydra.run.dir="$root/default/seed$seed"
   for name in reward_self_consistency reward_likelihood reward_model reward_teacher random_pairs oracle_reward; do
-    local dir="runs/$name/seed$seed"
+    local dir="$root/$name/seed$seed"
     if [ ! -e "$dir/m1/sft.done" ]; then
       mkdir -p "$dir"
-      cp -r "runs/default/seed$seed/data" "runs/default/seed$seed/m0" "runs/default/seed$seed/m1" "$dir/"
+      cp -r "$root/default/seed$seed/data" "$root/default/seed$seed/m0" "$root/default/seed$seed/m1" "$dir/"
     fi
     local args=(experiment_name="$name")
     case $name in
@@ -34,18 +38,18 @@ run_seed() {
       random_pairs) args=(experiment=random_pairs) ;;
       oracle_reward) args=(experiment=oracle_reward) ;;
     esac
-    selfreward "${args[@]}" seed="$seed" "${threads[@]}" hydra.run.dir="$dir"
+    selfreward recipe=none "${args[@]}" seed="$seed" "${threads[@]}" hydra.run.dir="$dir"
   done
 }
 export -f run_seed
 export jobs
-mkdir -p runs
+mkdir -p runs/reward_sources
 
 printf '%s\n' "${seeds[@]}" | xargs -P "$jobs" -I{} bash -c 'run_seed "$1" > "runs/reward_sources_seed$1.log" 2>&1 || { echo "seed $1 failed: see runs/reward_sources_seed$1.log"; exit 255; }' _ {}
 
 dirs=()
 for name in default oracle_reward reward_self_consistency reward_likelihood reward_model reward_teacher random_pairs; do
-  for seed in "${seeds[@]}"; do dirs+=("runs/$name/seed$seed"); done
+  for seed in "${seeds[@]}"; do dirs+=("runs/reward_sources/$name/seed$seed"); done
 done
 selfreward-report "${dirs[@]}" --out docs/reward_sources \
   --title "Reward sources on the built-in world (issue 10): two iterations from the same M1 per seed"

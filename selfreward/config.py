@@ -432,10 +432,11 @@ def register_configs() -> None:
 
 # --- Checks: every value, before any stage runs ------------------------------------------------
 #
-# Where defaults live: the schema above is the one source of truth. `selfreward` with no overrides
-# runs exactly its values; the default option of each group (conf/<group>/<default>.yaml) repeats
-# them to say why they were chosen, and tests/test_config.py fails if a file and the schema
-# disagree. Other options (training=paper, ...) hold what they change.
+# Where defaults live: the schema above is the one source of truth for every key. `selfreward
+# recipe=none` runs exactly its values; the default option of each group (conf/<group>/<default>.yaml)
+# repeats them to say why they were chosen, and tests/test_config.py fails if a file and the schema
+# disagree. Other options (training=paper, ...) hold what they change. Plain `selfreward` adds the
+# built-in world's tuned recipe, one file on top of them all (conf/recipe/builtin.yaml).
 #
 # validate() below is the one place that checks values: the CLI calls it before Hydra writes
 # anything into the run directory, and loop.run calls it again for configs built in Python.
@@ -684,10 +685,12 @@ def _check_rules(cfg) -> None:
             raise _fail("model.device", m.device, "auto or a torch device such as cpu, cuda, cuda:1") from None
     if m.phrase_tokens and m.name_or_path != "builtin":
         raise ConfigError(f"invalid config: model.phrase_tokens=true with model.name_or_path={m.name_or_path!r}; "
-                          f"allowed: phrase tokens only for the built-in model, whose tokenizer is built here")
+                          f"allowed: phrase tokens only for the built-in model, whose tokenizer is built here "
+                          f"(the built-in recipe sets them: add recipe=none for other models)")
     if m.trace_tokens and m.name_or_path != "builtin":
         raise ConfigError(f"invalid config: model.trace_tokens=true with model.name_or_path={m.name_or_path!r}; "
-                          f"allowed: trace tokens only for the built-in model, whose tokenizer is built here")
+                          f"allowed: trace tokens only for the built-in model, whose tokenizer is built here "
+                          f"(the built-in recipe sets them: add recipe=none for other models)")
     if m.trace_tokens and not cfg.data.world.judge_trace:
         raise ConfigError("invalid config: model.trace_tokens=true with data.world.judge_trace=false; allowed: "
                           "trace tokens only with the judge's verification trace (experiment=judge_trace sets it)")

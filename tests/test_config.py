@@ -58,7 +58,7 @@ def test_judge_overrule_builds_on_judge_trace():
     # 4,000 seed EFT rows judged in the first round, 500 in the second.
     assert (cfg.training.eft_pairs_rows, cfg.training.eft_pairs_rows_decay) == (4000, 0.125)
     # Four rows the judge got right as NLL-only anchors per judgment pair (off in the schema).
-    assert cfg.training.eft_pairs_anchors == 4.0 and _compose([]).training.eft_pairs_anchors == 0.0
+    assert cfg.training.eft_pairs_anchors == 4.0 and _compose(["recipe=none"]).training.eft_pairs_anchors == 0.0
     validate(cfg)
 
 
@@ -97,9 +97,9 @@ def test_an_experiment_file_overrides_the_main_config():
 
 
 def test_defaults():
-    cfg = _compose()
-    # The built-in world samples N=8 at temperature 1.0 for diverse candidates; the paper's
-    # experiment keeps the paper's N=4 at 0.7, top-p 0.9.
+    cfg = _compose(["recipe=none"])
+    # The schema samples N=8 at temperature 1.0 for diverse candidates (the built-in recipe 16); the
+    # paper's experiment keeps the paper's N=4 at 0.7, top-p 0.9.
     assert cfg.iterations == 2 and cfg.generation.n_candidates == 8
     assert cfg.generation.temperature == 1.0 and cfg.generation.top_p == 1.0
     paper = _compose(["experiment=paper"]).generation
@@ -107,6 +107,43 @@ def test_defaults():
     assert cfg.judge.repeats == 3 and cfg.training.dpo.beta == 0.1
     assert cfg.training.dpo.reference == "previous"
     assert cfg.data.world.seed == cfg.seed
+    recipe = _compose()
+    assert (recipe.generation.n_candidates, recipe.judge.repeats, recipe.processes) == (16, 1, 2)
+
+
+def test_the_default_is_judge_mid_with_3000_then_1500_seed_rows():
+    # conf/recipe/builtin.yaml repeats the experiment chain judge_trace -> ... -> judge_mid with
+    # the two settings measured on top of it (docs/results.md): the two must not drift apart.
+    default = dict(_flat(OmegaConf.to_container(_compose(), resolve=False)))
+    measured = dict(_flat(OmegaConf.to_container(_compose(
+        ["experiment=judge_mid", "training.eft_pairs_rows=3000", "training.eft_pairs_rows_decay=0.5"]),
+        resolve=False)))
+    differ = {k: (default.get(k), measured.get(k)) for k in default.keys() | measured.keys()
+              if default.get(k) != measured.get(k)}
+    assert differ == {"experiment_name": ("default", "judge_mid")}
+    validate(_compose())
+
+
+@pytest.mark.parametrize("experiment", ["smoke", "judge_trace", "judge_own_eft", "meta_rewarding", "paper",
+                                        "real_smoke"])
+def test_experiments_measured_on_the_plain_schema_keep_it(experiment):
+    # These files hold what they change from the schema's plain values, as when they were measured.
+    assert _compose([f"experiment={experiment}"]) == _compose([f"experiment={experiment}", "recipe=none"])
+
+
+@pytest.mark.parametrize("experiment", ["oracle_reward", "random_pairs", "rft_oracle", "sft_best"])
+def test_the_controls_build_on_the_default_recipe(experiment):
+    cfg = _compose([f"experiment={experiment}"])
+    validate(cfg)
+    assert cfg.processes == 2 and cfg.model.phrase_tokens and cfg.data.world.n_eft_own == 3800
+    validate(_compose([f"experiment={experiment}", "recipe=none"]))
+
+
+def test_the_recipe_names_recipe_none_for_other_models():
+    with pytest.raises(SelfRewardError, match="add recipe=none for other models"):
+        validate(_compose(["model=smollm2_135m"]))
+    plain = _compose(["model=smollm2_135m", "recipe=none"]).model
+    assert not plain.phrase_tokens and not plain.trace_tokens
 
 
 @pytest.mark.parametrize("override", ["judge.repeatz=3", "model=no_such_model"])
@@ -159,12 +196,13 @@ def test_wrong_type_fails():
 ])
 def test_bad_choices_fail_before_any_stage(override, message):
     with pytest.raises(SelfRewardError, match=re.escape(message)):
-        validate(_compose(override.split()))
+        validate(_compose(["recipe=none", *override.split()]))
 
 
 def test_oracle_judge_needs_the_builtin_world():
     with pytest.raises(SelfRewardError, match="reward=oracle needs data=builtin"):
-        validate(_compose(["reward=oracle", "data=files", "data.dir=/tmp", "model=qwen2_5_0_5b"]))
+        validate(_compose(["recipe=none", "reward=oracle", "data=files", "data.dir=/tmp",
+                           "model=qwen2_5_0_5b"]))
 
 
 def _flat(node, prefix=""):
@@ -176,10 +214,11 @@ def _flat(node, prefix=""):
 
 
 def test_the_schema_is_the_one_source_of_defaults():
-    # `selfreward` with no overrides runs the schema's values: a default group file that set
-    # another value would make config.py lie about the defaults (as it once did for N, T, top-p).
+    # `selfreward recipe=none` runs the schema's values: a default group file that set another
+    # value would make config.py lie about the defaults (as it once did for N, T, top-p). The
+    # built-in recipe is the one file on top (test_the_default_is_judge_mid_with_...).
     schema = dict(_flat(OmegaConf.to_container(OmegaConf.structured(Config))))
-    default = dict(_flat(OmegaConf.to_container(_compose(), resolve=False)))
+    default = dict(_flat(OmegaConf.to_container(_compose(["recipe=none"]), resolve=False)))
     assert schema.keys() == default.keys()
     differ = {k: (schema[k], default[k]) for k in schema
               if schema[k] != default[k] and not str(default[k]).startswith("${")}
@@ -221,8 +260,8 @@ def test_sft_judge_repeats_repeat_the_eft_rows_only():
     data = SeedData(ift=[{"prompt": "sort: 2 1", "response": "1 2"}],
                     eft=[{"prompt": "sort: 2 1", "response": "2 1", "judgment": "order no\nScore: 4"}],
                     eval_prompts=[], judge_eval=[])
-    once = sft_examples(data, _compose())
-    thrice = sft_examples(data, _compose(["training.sft_judge_repeats=3"]))
+    once = sft_examples(data, _compose(["recipe=none"]))
+    thrice = sft_examples(data, _compose(["recipe=none", "training.sft_judge_repeats=3"]))
     assert len(once) == 2 and thrice == once + [once[1]] * 2
     assert once[1]["completion"] == "order no\nScore: 4" and "sort: 2 1" in once[1]["prompt"]
     trace = _compose(["experiment=judge_trace"])

@@ -130,10 +130,10 @@ CONFIG_ROWS = [
      "world); set model=... to a real model"),
     ([*FILES_MODEL, "model.phrase_tokens=true"], "invalid config: model.phrase_tokens=true with "
      "model.name_or_path='Qwen/Qwen2.5-0.5B'; allowed: phrase tokens only for the built-in model, whose "
-     "tokenizer is built here"),
+     "tokenizer is built here (the built-in recipe sets them: add recipe=none for other models)"),
     ([*FILES_MODEL, "model.trace_tokens=true"], "invalid config: model.trace_tokens=true with "
      "model.name_or_path='Qwen/Qwen2.5-0.5B'; allowed: trace tokens only for the built-in model, whose "
-     "tokenizer is built here"),
+     "tokenizer is built here (the built-in recipe sets them: add recipe=none for other models)"),
     (["model.trace_tokens=true"], "invalid config: model.trace_tokens=true with data.world.judge_trace=false; "
      "allowed: trace tokens only with the judge's verification trace (experiment=judge_trace sets it)"),
     (["reward=oracle", *FILES_MODEL], "invalid config: reward=oracle with data.source='files'; "

@@ -164,7 +164,7 @@ def test_meta_judge_config_rules():
         (["meta_judge=pairwise", "meta_judge.max_responses=0"], "meta_judge.max_responses"),
     ]:
         with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
-            validate(compose_config(overrides))
+            validate(compose_config(["recipe=none", *overrides]))  # the rules on the plain values
 
 
 def test_meta_judge_in_the_loop_trains_on_judgment_pairs(tiny_run, tmp_path, monkeypatch):

@@ -683,14 +683,11 @@ def _check_rules(cfg) -> None:
             torch.device(m.device)
         except RuntimeError:
             raise _fail("model.device", m.device, "auto or a torch device such as cpu, cuda, cuda:1") from None
-    if m.phrase_tokens and m.name_or_path != "builtin":
-        raise ConfigError(f"invalid config: model.phrase_tokens=true with model.name_or_path={m.name_or_path!r}; "
-                          f"allowed: phrase tokens only for the built-in model, whose tokenizer is built here "
-                          f"(the built-in recipe sets them: add recipe=none for other models)")
-    if m.trace_tokens and m.name_or_path != "builtin":
-        raise ConfigError(f"invalid config: model.trace_tokens=true with model.name_or_path={m.name_or_path!r}; "
-                          f"allowed: trace tokens only for the built-in model, whose tokenizer is built here "
-                          f"(the built-in recipe sets them: add recipe=none for other models)")
+    for kind in ("phrase", "trace"):
+        if getattr(m, f"{kind}_tokens") and m.name_or_path != "builtin":
+            raise ConfigError(f"invalid config: model.{kind}_tokens=true with model.name_or_path={m.name_or_path!r}; "
+                              f"allowed: {kind} tokens only for the built-in model, whose tokenizer is built here "
+                              f"(the built-in recipe sets them: add recipe=none for other models)")
     if m.trace_tokens and not cfg.data.world.judge_trace:
         raise ConfigError("invalid config: model.trace_tokens=true with data.world.judge_trace=false; allowed: "
                           "trace tokens only with the judge's verification trace (experiment=judge_trace sets it)")

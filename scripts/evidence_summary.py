@@ -5,7 +5,7 @@
 Reads ``runs/<experiment>/seed<S>/metrics.jsonl`` for the default and its four controls and prints
 a markdown table (M1, M2, M3 sampled accuracy, M3 - M1, M3 vs M1 head to head, the judge's
 held-out pairwise accuracy M1 -> M3, the self-judge's pair accuracy and the share of chosen answers
-that are correct per iteration), then the mean
+that are correct per iteration, and the seconds the run spent in its stages), then the mean
 gain of each experiment, M1's spread over seeds, the share of the random-pairs-to-oracle distance
 the default closes, and the default's head to head and judge trend, and where the runs were made
 (each run's ``environment.jsonl``). `scripts/run_evidence.sh` runs it after the report.
@@ -36,12 +36,24 @@ def load(root: Path) -> dict[tuple[str, int], list[dict]]:
     return runs
 
 
+def stage_seconds(rows: list[dict]) -> float | None:
+    """Seconds spent in the run's stages: the sum of its ``time/*`` metrics over M1..M3.
+
+    Each stage's seconds as measured when it ran (kept in its done marker), so start-up (imports,
+    launching the processes; about 20 s) is not in it, a resumed run shows each stage's own run,
+    and a control started from a copy of the default's M1 shows that M1's time. None when the run
+    recorded no timers.
+    """
+    times = [v for row in rows for k, v in row.items() if k.startswith("time/") and v is not None]
+    return sum(times) if times else None
+
+
 def main() -> None:
     root = Path(sys.argv[1])
     runs = load(root)
     print("| experiment | seed | M1 | M2 | M3 | M3 - M1 (points) | M3 vs M1 head to head, sampled "
-          "| judge pairwise M1 -> M3 | pair accuracy M2, M3 | chosen right M2, M3 |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| judge pairwise M1 -> M3 | pair accuracy M2, M3 | chosen right M2, M3 | stage time (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     gains: dict[str, list[float]] = {}
     for (experiment, seed), rows in sorted(runs.items(), key=lambda kv: (EXPERIMENTS.index(kv[0][0]), kv[0][1])):
         acc = [r[SAMPLED] for r in rows]
@@ -49,11 +61,14 @@ def main() -> None:
         gains.setdefault(experiment, []).append(gain)
         pair_acc = [rows[k].get("self_judge/pair_accuracy") for k in (1, 2)]
         chosen_right = [rows[k].get("self_judge/chosen_correct_rate") for k in (1, 2)]
+        seconds = stage_seconds(rows)
+        seconds_cell = f"{seconds:.0f}" if seconds is not None else "-"
         print(f"| {experiment} | {seed} | {acc[0]:.3f} | {acc[1]:.3f} | {acc[2]:.3f} | {gain:+.1f} | "
               f"{rows[2]['h2h/vs_m1_win_rate_sampled']:.3f} | "
               f"{rows[0]['judge/pairwise_accuracy']:.3f} -> {rows[2]['judge/pairwise_accuracy']:.3f} | "
               + " | ".join(", ".join(f"{p:.2f}" if p is not None else "-" for p in values)
-                           for values in (pair_acc, chosen_right)) + " |")
+                           for values in (pair_acc, chosen_right))
+              + f" | {seconds_cell} |")
     print()
     for experiment, values in gains.items():
         print(f"{experiment}: mean gain {statistics.fmean(values):+.1f} points over {len(values)} seeds, "
@@ -78,6 +93,10 @@ def main() -> None:
         judge1 = by_seed("default", 1, "judge/pairwise_accuracy")
         judge3 = by_seed("default", 3, "judge/pairwise_accuracy")
         print(f"default judge pairwise accuracy M1 {statistics.fmean(judge1):.3f} -> M3 {statistics.fmean(judge3):.3f}")
+    default_seconds = [s for (e, _), rows in runs.items() if e == "default" and (s := stage_seconds(rows)) is not None]
+    if default_seconds:
+        print(f"default stage time: {min(default_seconds):.0f}-{max(default_seconds):.0f} s, mean "
+              f"{statistics.fmean(default_seconds):.0f} s over {len(default_seconds)} runs (start-up not counted)")
     # Where the runs were made, from each run's environment.jsonl (selfreward-report reads it too).
     made = [load_run(root / experiment / f"seed{seed}") for experiment, seed in runs]
     made_on: dict[str, int] = {}

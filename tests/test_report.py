@@ -203,7 +203,7 @@ def test_evidence_summary_names_where_the_runs_were_made(tmp_path):
 
     def row(acc):
         return {"policy/oracle_accuracy_sampled": acc, "h2h/vs_m1_win_rate_sampled": 0.5,
-                "judge/pairwise_accuracy": 0.7}
+                "judge/pairwise_accuracy": 0.7, "time/sft_s": 100.0, "time/eval_s": 1.5 if acc < 0.7 else None}
 
     for experiment, accs in (("default", (0.5, 0.6, 0.7)), ("oracle_reward", (0.5, 0.7, 0.8))):
         folder = tmp_path / experiment / "seed0"
@@ -212,7 +212,9 @@ def test_evidence_summary_names_where_the_runs_were_made(tmp_path):
         record_environment(folder, "selfreward")
     script = Path(__file__).parent.parent / "scripts" / "evidence_summary.py"
     out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, check=True).stdout
-    assert "| default | 0 | 0.500 | 0.600 | 0.700 | +20.0 | 0.500 | 0.700 -> 0.700 | -, - | -, - |" in out
+    # Stage time: 100 + 1.5 (M1), 100 + 1.5 (M2), 100 (M3, its eval timer None) = 303 s.
+    assert "| default | 0 | 0.500 | 0.600 | 0.700 | +20.0 | 0.500 | 0.700 -> 0.700 | -, - | -, - | 303 |" in out
+    assert "default stage time: 303-303 s, mean 303 s over 1 runs (start-up not counted)" in out
     assert "oracle_reward: mean gain +30.0 points over 1 seeds, gains on 1" in out
     (made_on,) = [line for line in out.splitlines() if line.startswith("made on: ")]
     assert made_on.endswith("(2 runs)") and "kernels" in made_on and "torch " in made_on

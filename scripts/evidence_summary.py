@@ -92,7 +92,7 @@ def main() -> None:
         print(f"default M3 vs M1 head to head (sampled, ties half): {statistics.fmean(h2h):.3f}")
         judge1 = by_seed("default", 1, "judge/pairwise_accuracy")
         judge3 = by_seed("default", 3, "judge/pairwise_accuracy")
-        print(f"default judge pairwise accuracy M1 {statistics.fmean(judge1):.3f} -> M3 {statistics.fmean(judge3):.3f}")
+        print(f"default judge pairwise accuracy M1 {statistics.fmean(judge1):.4f} -> M3 {statistics.fmean(judge3):.4f}")
     default_seconds = [s for (e, _), rows in runs.items() if e == "default" and (s := stage_seconds(rows)) is not None]
     if default_seconds:
         print(f"default stage time: {min(default_seconds):.0f}-{max(default_seconds):.0f} s, mean "

@@ -51,6 +51,7 @@ def stage_seconds(rows: list[dict]) -> float | None:
 def main() -> None:
     root = Path(sys.argv[1])
     runs = load(root)
+    seconds = {key: stage_seconds(rows) for key, rows in runs.items()}
     print("| experiment | seed | M1 | M2 | M3 | M3 - M1 (points) | M3 vs M1 head to head, sampled "
           "| judge pairwise M1 -> M3 | pair accuracy M2, M3 | chosen right M2, M3 | stage time (s) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -61,8 +62,7 @@ def main() -> None:
         gains.setdefault(experiment, []).append(gain)
         pair_acc = [rows[k].get("self_judge/pair_accuracy") for k in (1, 2)]
         chosen_right = [rows[k].get("self_judge/chosen_correct_rate") for k in (1, 2)]
-        seconds = stage_seconds(rows)
-        seconds_cell = f"{seconds:.0f}" if seconds is not None else "-"
+        seconds_cell = f"{seconds[experiment, seed]:.0f}" if seconds[experiment, seed] is not None else "-"
         print(f"| {experiment} | {seed} | {acc[0]:.3f} | {acc[1]:.3f} | {acc[2]:.3f} | {gain:+.1f} | "
               f"{rows[2]['h2h/vs_m1_win_rate_sampled']:.3f} | "
               f"{rows[0]['judge/pairwise_accuracy']:.3f} -> {rows[2]['judge/pairwise_accuracy']:.3f} | "
@@ -93,7 +93,7 @@ def main() -> None:
         judge1 = by_seed("default", 1, "judge/pairwise_accuracy")
         judge3 = by_seed("default", 3, "judge/pairwise_accuracy")
         print(f"default judge pairwise accuracy M1 {statistics.fmean(judge1):.4f} -> M3 {statistics.fmean(judge3):.4f}")
-    default_seconds = [s for (e, _), rows in runs.items() if e == "default" and (s := stage_seconds(rows)) is not None]
+    default_seconds = [s for (e, _), s in seconds.items() if e == "default" and s is not None]
     if default_seconds:
         print(f"default stage time: {min(default_seconds):.0f}-{max(default_seconds):.0f} s, mean "
               f"{statistics.fmean(default_seconds):.0f} s over {len(default_seconds)} runs (start-up not counted)")

@@ -238,6 +238,11 @@ class DPOConfig:
     # grouped first round, though its M2s are level (docs/results.md, "Grouped DPO in the first
     # round only"); not used by any file.
     group_by_length_until_iteration: int = 0
+    # Epochs of iteration 1's DPO, iteration 2's, ... (a float as ``epochs``); iterations past the
+    # list's end, or all of them with an empty list, train ``epochs``. The first round's DPO is the
+    # loop's most expensive stage after M1's SFT (docs/results.md, "Two DPO epochs in the first
+    # round only").
+    iteration_epochs: list[float] = field(default_factory=list)
     # Pairs with the chosen answer on both sides (training.eft_pairs_anchors, eft_pairs_push=false)
     # train only the NLL term (the preference term is a constant there): true skips their rejected
     # and reference passes, in any batch and under several processes. The same loss and gradients
@@ -668,6 +673,9 @@ def _check_rules(cfg) -> None:
     if not kinds or len(set(kinds)) != len(kinds) or not set(kinds) <= set(SELF_REPLAY_KINDS):
         raise _fail("training.self_replay_kinds", kinds,
                     f"a non-empty list of distinct kinds from {', '.join(SELF_REPLAY_KINDS)}")
+    epochs = list(cfg.training.dpo.iteration_epochs)
+    if any(isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e) or e <= 0 for e in epochs):
+        raise _fail("training.dpo.iteration_epochs", epochs, "a list of numbers > 0 (empty: epochs in every iteration)")
     sizes = list(cfg.evaluation.best_of_n_sizes)
     if not sizes or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
         raise _fail("evaluation.best_of_n_sizes", sizes, "a non-empty list of integers >= 1")

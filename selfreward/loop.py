@@ -82,7 +82,7 @@ from selfreward.rundir import (
     write_text,
 )
 from selfreward.tracking import Tracker
-from selfreward.training import dpo_groups_by_length, iteration_lr_scale, train_dpo, train_sft
+from selfreward.training import dpo_epochs, dpo_groups_by_length, iteration_lr_scale, train_dpo, train_sft
 
 log = logging.getLogger(__name__)
 
@@ -930,7 +930,8 @@ def stage_train(cfg, run_dir: str | Path, t: int, *, res: Resources | None = Non
             return train_dpo(current, reference, training_pairs(cfg, out, t), out / "model", cfg,
                              seed=stage_seed(cfg.seed, model, "dpo"), report_to=_report_to(cfg),
                              run_name=f"dpo-m{model}", lr_scale=lr_scale,
-                             group_by_length=dpo_groups_by_length(cfg.training.dpo, t))
+                             group_by_length=dpo_groups_by_length(cfg.training.dpo, t),
+                             epochs=dpo_epochs(cfg.training.dpo, t))
 
         def sft_best() -> dict:
             models.free()

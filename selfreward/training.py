@@ -61,11 +61,13 @@ def _peft_config(lora):
 
 
 def _trainer_args(stage_cfg, training_cfg, model_cfg, output_dir: Path, seed: int, report_to: str,
-                  run_name: str, lr_scale: float = 1.0, group_by_length: bool | None = None) -> dict:
+                  run_name: str, lr_scale: float = 1.0, group_by_length: bool | None = None,
+                  epochs: float | None = None) -> dict:
     """Arguments shared by SFTConfig and DPOConfig. The stage's ``batch_size`` is that of all
     processes together (:func:`selfreward.distributed.batch_args`); its learning rate is scaled
     by ``lr_scale`` (the loop's per-iteration decay, :func:`iteration_lr_scale`); its batches are
-    grouped by length as ``group_by_length`` says (None: the stage's own ``group_by_length``)."""
+    grouped by length as ``group_by_length`` says (None: the stage's own ``group_by_length``);
+    it trains ``epochs`` epochs (None: the stage's own ``epochs``)."""
     if group_by_length is None:
         group_by_length = stage_cfg.group_by_length
     return dict(
@@ -74,7 +76,7 @@ def _trainer_args(stage_cfg, training_cfg, model_cfg, output_dir: Path, seed: in
         learning_rate=stage_cfg.learning_rate * lr_scale,
         lr_scheduler_type=stage_cfg.lr_scheduler_type,
         warmup_steps=stage_cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        num_train_epochs=stage_cfg.epochs,
+        num_train_epochs=stage_cfg.epochs if epochs is None else epochs,
         **distributed.batch_args(stage_cfg.batch_size, f"the batch_size of training stage {run_name}"),
         gradient_accumulation_steps=stage_cfg.gradient_accumulation_steps,
         weight_decay=stage_cfg.weight_decay,
@@ -102,6 +104,15 @@ def dpo_groups_by_length(dpo_cfg, t: int) -> bool:
     up to iteration ``group_by_length_until_iteration`` (0: in every iteration)."""
     until = dpo_cfg.group_by_length_until_iteration
     return bool(dpo_cfg.group_by_length) and (until == 0 or t <= until)
+
+
+def dpo_epochs(dpo_cfg, t: int) -> float:
+    """The epochs of iteration ``t``'s DPO: ``training.dpo.iteration_epochs[t-1]`` where the list
+    reaches that far, else ``training.dpo.epochs``."""
+    if t < 1:
+        raise ValueError(f"iterations are numbered from 1, got {t}")
+    per_iteration = list(dpo_cfg.iteration_epochs)
+    return float(per_iteration[t - 1]) if t <= len(per_iteration) else float(dpo_cfg.epochs)
 
 
 def iteration_lr_scale(training_cfg, t: int) -> float:
@@ -579,11 +590,13 @@ def train_sft(
 def train_dpo(
     model_path: str, ref_path: str, pairs: list[dict], out_dir: Path, cfg, *, seed: int,
     report_to: str = "none", run_name: str = "dpo", lr_scale: float = 1.0, group_by_length: bool | None = None,
+    epochs: float | None = None,
 ) -> dict:
     """DPO with TRL's DPOTrainer, initialised from ``model_path`` against the reference in ``ref_path``,
     at ``training.dpo.learning_rate`` times ``lr_scale``, batches grouped by length as
     ``group_by_length`` says (None: ``training.dpo.group_by_length``; the loop passes
-    :func:`dpo_groups_by_length` of its iteration)."""
+    :func:`dpo_groups_by_length` of its iteration), for ``epochs`` epochs (None:
+    ``training.dpo.epochs``; the loop passes :func:`dpo_epochs` of its iteration)."""
     from trl import DPOConfig
 
     if not pairs:
@@ -605,7 +618,8 @@ def train_dpo(
                                attn_implementation=cfg.model.attn_implementation,
                                trust_remote_code=cfg.model.trust_remote_code)
     args = DPOConfig(
-        **_trainer_args(dpo, cfg.training, cfg.model, work, seed, report_to, run_name, lr_scale, group_by_length),
+        **_trainer_args(dpo, cfg.training, cfg.model, work, seed, report_to, run_name, lr_scale, group_by_length,
+                        epochs),
         beta=dpo.beta,
         loss_type=[dpo.loss_type, "sft"] if dpo.sft_weight else [dpo.loss_type],
         loss_weights=[1.0, dpo.sft_weight] if dpo.sft_weight else None,

@@ -136,6 +136,35 @@ def test_later_iterations_train_at_the_decayed_learning_rate(tiny_run, tmp_path,
     assert scales == pytest.approx([1.0, 0.3])
 
 
+@pytest.mark.parametrize("per_iteration, expected", [("[]", [None, None]), ("[2]", [2.0, None]),
+                                                      ("[1,3.5]", [1.0, 3.5])])
+def test_dpo_trains_each_iterations_own_epochs(per_iteration, expected, tiny_run, tmp_path, monkeypatch):
+    """training.dpo.iteration_epochs: iteration t's DPO trains the list's t-th value, iterations past
+    its end training.dpo.epochs (None in ``expected``), and what the loop passes reaches TRL."""
+    from conftest import TINY_RUN, compose_config
+
+    import selfreward.loop as loop
+    from selfreward import training
+
+    cfg = compose_config([*TINY_RUN, "training.dpo.epochs=5", f"training.dpo.iteration_epochs={per_iteration}"])
+    expected = [5.0 if e is None else e for e in expected]
+    assert [training.dpo_epochs(cfg.training.dpo, t) for t in (1, 2)] == expected
+    for epochs, passed in ((2.5, 2.5), (None, 5.0)):
+        args = training._trainer_args(cfg.training.dpo, cfg.training, cfg.model, tmp_path, 0, "none", "dpo",
+                                      epochs=epochs)
+        assert args["num_train_epochs"] == passed
+
+    trained = []
+    monkeypatch.setattr(loop, "train_dpo", lambda *a, epochs, **k: trained.append(epochs) or {})
+    run_dir = tmp_path / "run"
+    for name in ("data", "m0", "m1", "m2", "m3"):
+        shutil.copytree(tiny_run / name, run_dir / name,
+                        ignore=shutil.ignore_patterns("dpo.done", *(["model"] if name == "m3" else [])))
+    loop.stage_train(cfg, run_dir, 1)
+    loop.stage_train(cfg, run_dir, 2)
+    assert trained == expected
+
+
 @pytest.mark.parametrize("until, expected", [(0, [True, True]), (1, [True, False]), (2, [True, True])])
 def test_dpo_groups_by_length_up_to_its_last_iteration(until, expected, tiny_run, tmp_path, monkeypatch):
     """training.dpo.group_by_length_until_iteration: iterations up to it batch DPO's rows by length,

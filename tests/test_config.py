@@ -111,12 +111,12 @@ def test_defaults():
     assert (recipe.generation.n_candidates, recipe.judge.repeats, recipe.processes) == (16, 1, 2)
 
 
-def test_the_default_is_judge_mid_with_3000_then_1500_seed_rows():
+def test_the_default_is_judge_mid_with_3000_then_2000_seed_rows():
     # conf/recipe/builtin.yaml repeats the experiment chain judge_trace -> ... -> judge_mid with
     # the two settings measured on top of it (docs/results.md): the two must not drift apart.
     default = dict(_flat(OmegaConf.to_container(_compose(), resolve=False)))
     measured = dict(_flat(OmegaConf.to_container(_compose(
-        ["experiment=judge_mid", "training.eft_pairs_rows=3000", "training.eft_pairs_rows_decay=0.5"]),
+        ["experiment=judge_mid", "training.eft_pairs_rows=3000", "training.eft_pairs_rows_decay=0.6667"]),
         resolve=False)))
     differ = {k: (default.get(k), measured.get(k)) for k in default.keys() | measured.keys()
               if default.get(k) != measured.get(k)}

@@ -674,7 +674,7 @@ def _check_rules(cfg) -> None:
         raise _fail("training.self_replay_kinds", kinds,
                     f"a non-empty list of distinct kinds from {', '.join(SELF_REPLAY_KINDS)}")
     epochs = list(cfg.training.dpo.iteration_epochs)
-    if any(isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e) or e <= 0 for e in epochs):
+    if any(not math.isfinite(e) or e <= 0 for e in epochs):  # the schema's list[float] has made them floats
         raise _fail("training.dpo.iteration_epochs", epochs, "a list of numbers > 0 (empty: epochs in every iteration)")
     sizes = list(cfg.evaluation.best_of_n_sizes)
     if not sizes or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):

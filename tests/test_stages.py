@@ -110,12 +110,27 @@ def test_a_stage_whose_input_is_missing_names_the_file_and_the_stage_that_writes
         capsys.readouterr().err
 
 
+def _dpo_arguments_per_iteration(cfg, tiny_run, tmp_path, monkeypatch, keyword: str) -> list:
+    """What the loop passes to ``train_dpo`` as ``keyword`` in iterations 1 and 2 of the tiny run
+    (its inputs copied, its DPO outputs left out, ``train_dpo`` replaced by a recorder)."""
+    import selfreward.loop as loop
+
+    passed = []
+    monkeypatch.setattr(loop, "train_dpo", lambda *a, **k: passed.append(k[keyword]) or {"steps": 0})
+    run_dir = tmp_path / "run"
+    for name in ("data", "m0", "m1", "m2", "m3"):  # every input of both DPO stages, their outputs left out
+        shutil.copytree(tiny_run / name, run_dir / name,
+                        ignore=shutil.ignore_patterns("dpo.done", *(["model"] if name == "m3" else [])))
+    loop.stage_train(cfg, run_dir, 1)
+    loop.stage_train(cfg, run_dir, 2)
+    return passed
+
+
 def test_later_iterations_train_at_the_decayed_learning_rate(tiny_run, tmp_path, monkeypatch):
     """training.iteration_lr_decay=0.3: iteration 1 trains at the configured rate, iteration 2 at
     0.3 of it, and the factor is what reaches TRL's learning_rate."""
     from conftest import TINY_RUN, compose_config
 
-    import selfreward.loop as loop
     from selfreward import training
 
     cfg = compose_config([*TINY_RUN, "training.iteration_lr_decay=0.3"])
@@ -125,14 +140,7 @@ def test_later_iterations_train_at_the_decayed_learning_rate(tiny_run, tmp_path,
     # Under DDP: the config's gradient bucket size (the schema's 100 MB: one bucket).
     assert args["ddp_bucket_cap_mb"] == 100
 
-    scales = []
-    monkeypatch.setattr(loop, "train_dpo", lambda *a, lr_scale, **k: scales.append(lr_scale) or {"steps": 0})
-    run_dir = tmp_path / "run"
-    for name in ("data", "m0", "m1", "m2", "m3"):  # every input of both DPO stages, their outputs left out
-        shutil.copytree(tiny_run / name, run_dir / name,
-                        ignore=shutil.ignore_patterns("dpo.done", *(["model"] if name == "m3" else [])))
-    loop.stage_train(cfg, run_dir, 1)
-    loop.stage_train(cfg, run_dir, 2)
+    scales = _dpo_arguments_per_iteration(cfg, tiny_run, tmp_path, monkeypatch, "lr_scale")
     assert scales == pytest.approx([1.0, 0.3])
 
 
@@ -143,7 +151,6 @@ def test_dpo_trains_each_iterations_own_epochs(per_iteration, expected, tiny_run
     its end training.dpo.epochs (None in ``expected``), and what the loop passes reaches TRL."""
     from conftest import TINY_RUN, compose_config
 
-    import selfreward.loop as loop
     from selfreward import training
 
     cfg = compose_config([*TINY_RUN, "training.dpo.epochs=5", f"training.dpo.iteration_epochs={per_iteration}"])
@@ -154,15 +161,7 @@ def test_dpo_trains_each_iterations_own_epochs(per_iteration, expected, tiny_run
                                       epochs=epochs)
         assert args["num_train_epochs"] == passed
 
-    trained = []
-    monkeypatch.setattr(loop, "train_dpo", lambda *a, epochs, **k: trained.append(epochs) or {})
-    run_dir = tmp_path / "run"
-    for name in ("data", "m0", "m1", "m2", "m3"):
-        shutil.copytree(tiny_run / name, run_dir / name,
-                        ignore=shutil.ignore_patterns("dpo.done", *(["model"] if name == "m3" else [])))
-    loop.stage_train(cfg, run_dir, 1)
-    loop.stage_train(cfg, run_dir, 2)
-    assert trained == expected
+    assert _dpo_arguments_per_iteration(cfg, tiny_run, tmp_path, monkeypatch, "epochs") == expected
 
 
 @pytest.mark.parametrize("until, expected", [(0, [True, True]), (1, [True, False]), (2, [True, True])])
@@ -171,7 +170,6 @@ def test_dpo_groups_by_length_up_to_its_last_iteration(until, expected, tiny_run
     later ones at random (0: every iteration), and what the loop passes reaches TRL's sampler."""
     from conftest import TINY_RUN, compose_config
 
-    import selfreward.loop as loop
     from selfreward import training
 
     cfg = compose_config([*TINY_RUN, "training.dpo.group_by_length=true",
@@ -181,15 +179,7 @@ def test_dpo_groups_by_length_up_to_its_last_iteration(until, expected, tiny_run
                 for grouped in (True, False, None)}
     assert strategy == {True: "group_by_length", False: "random", None: "group_by_length"}
 
-    grouped = []
-    monkeypatch.setattr(loop, "train_dpo", lambda *a, group_by_length, **k: grouped.append(group_by_length) or {})
-    run_dir = tmp_path / "run"
-    for name in ("data", "m0", "m1", "m2", "m3"):
-        shutil.copytree(tiny_run / name, run_dir / name,
-                        ignore=shutil.ignore_patterns("dpo.done", *(["model"] if name == "m3" else [])))
-    loop.stage_train(cfg, run_dir, 1)
-    loop.stage_train(cfg, run_dir, 2)
-    assert grouped == expected
+    assert _dpo_arguments_per_iteration(cfg, tiny_run, tmp_path, monkeypatch, "group_by_length") == expected
 
 
 def test_eft_replay_fine_tunes_the_trained_model_on_seed_judgments(tiny_run, tmp_path):

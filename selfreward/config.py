@@ -88,6 +88,8 @@ class PromptsConfig:
     writer: str = "current"
     shots: int = 4  # k demonstrations drawn from the seed prompts for each request
     n_requests: int = 1500  # prompts asked for per iteration (before filtering)
+    # Each iteration's requests where the list reaches (iteration t: its t-th value); empty: n_requests
+    iteration_requests: list[int] = field(default_factory=list)
     max_prompts: int | None = None  # cap on prompts kept per iteration
     temperature: float = 1.0
     top_p: float = 0.9
@@ -673,6 +675,9 @@ def _check_rules(cfg) -> None:
     if not kinds or len(set(kinds)) != len(kinds) or not set(kinds) <= set(SELF_REPLAY_KINDS):
         raise _fail("training.self_replay_kinds", kinds,
                     f"a non-empty list of distinct kinds from {', '.join(SELF_REPLAY_KINDS)}")
+    requests = list(cfg.prompts.iteration_requests)
+    if any(n < 1 for n in requests):  # the schema's list[int] has made them integers
+        raise _fail("prompts.iteration_requests", requests, "a list of integers >= 1 (empty: n_requests in every iteration)")
     epochs = list(cfg.training.dpo.iteration_epochs)
     if any(not math.isfinite(e) or e <= 0 for e in epochs):  # the schema's list[float] has made them floats
         raise _fail("training.dpo.iteration_epochs", epochs, "a list of numbers > 0 (empty: epochs in every iteration)")

@@ -226,16 +226,27 @@ LOW_KEPT_SHARE = 0.1
 HIGH_UNREAD_SHARE = 0.2
 
 
+def prompt_requests(cfg, t: int) -> int:
+    """Self-instruction requests in iteration t (t >= 1): ``prompts.iteration_requests[t-1]`` where
+    the list reaches that far, else ``prompts.n_requests``."""
+    if t < 1:
+        raise ValueError(f"iterations are numbered from 1, got {t}")
+    per_iteration = list(cfg.prompts.iteration_requests)
+    return int(per_iteration[t - 1]) if t <= len(per_iteration) else int(cfg.prompts.n_requests)
+
+
 def write_prompts(engine: Engine, data: SeedData, cfg, *, seed: int, out: Path, earlier: list[str],
-                  oracle: Oracle | None = None) -> dict:
-    """Self-instruction: k-shot requests built from seed prompts; the outputs, filtered."""
+                  oracle: Oracle | None = None, n_requests: int | None = None) -> dict:
+    """Self-instruction: ``n_requests`` (default ``prompts.n_requests``) k-shot requests built from
+    seed prompts; the outputs, filtered."""
     p = cfg.prompts
     pool = data.seed_prompts
     if not pool:
         raise SelfRewardError("no seed prompts to draw self-instruction examples from (ift.jsonl)")
     rng = random.Random(seed)
     template = load_template(p.template)
-    requests = [self_instruct_prompt(template, sample_shots(rng, pool, p.shots)) for _ in range(p.n_requests)]
+    n_requests = p.n_requests if n_requests is None else n_requests
+    requests = [self_instruct_prompt(template, sample_shots(rng, pool, p.shots)) for _ in range(n_requests)]
     outputs = engine.generate(requests, Sampling(p.temperature, p.top_p, p.max_new_tokens), seed=seed,
                               desc="write prompts")
     texts = [_prompt_text(o[0], cfg) for o in outputs]
@@ -763,7 +774,7 @@ def stage_prompts(cfg, run_dir: str | Path, t: int, *, res: Resources | None = N
             writer = {"current": current, "m1": str(run_dir / "m1" / "model")}.get(cfg.prompts.writer, cfg.prompts.writer)
             earlier = [r["prompt"] for k in range(2, model) for r in read_jsonl(run_dir / f"m{k}" / "prompts.jsonl")]
             return write_prompts(res.models.get(writer), res.data, cfg, seed=stage_seed(cfg.seed, model, "prompts"),
-                                 out=out, earlier=earlier, oracle=res.oracle)
+                                 out=out, earlier=earlier, oracle=res.oracle, n_requests=prompt_requests(cfg, t))
         return run_stage(out, "prompts", prompts, parallel=True)
 
 

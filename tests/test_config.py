@@ -191,6 +191,7 @@ def test_wrong_type_fails():
     ("training.dpo.group_by_length_until_iteration=1", "training.dpo.group_by_length=false; it would change nothing"),
     ("training.dpo.iteration_epochs=[2,0]", "training.dpo.iteration_epochs=[2.0, 0.0]; allowed: a list of numbers > 0"),
     ("training.dpo.iteration_epochs=[-1]", "training.dpo.iteration_epochs=[-1.0]; allowed: a list of numbers > 0"),
+    ("prompts.iteration_requests=[100,0]", "prompts.iteration_requests=[100, 0]; allowed: a list of integers >= 1"),
     ("training.sft.length_buckets=0", "training.sft.length_buckets=0; allowed: an integer >= 1 (1: one pass per batch)"),
     ("training.rft.length_buckets=-2", "training.rft.length_buckets=-2; allowed: an integer >= 1"),
     ("training.dpo.group_by_length=true training.dpo.group_by_length_until_iteration=-1",

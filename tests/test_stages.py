@@ -164,6 +164,32 @@ def test_dpo_trains_each_iterations_own_epochs(per_iteration, expected, tiny_run
     assert _dpo_arguments_per_iteration(cfg, tiny_run, tmp_path, monkeypatch, "epochs") == expected
 
 
+@pytest.mark.parametrize("per_iteration, expected", [("[]", [7, 7]), ("[5]", [5, 7]), ("[5,3]", [5, 3])])
+def test_each_iteration_writes_its_own_number_of_prompt_requests(per_iteration, expected, tiny_run, tmp_path,
+                                                                  monkeypatch):
+    """prompts.iteration_requests: iteration t's writer is asked for the list's t-th value of
+    requests, iterations past its end for prompts.n_requests."""
+    import selfreward.loop as loop
+    from conftest import TINY_RUN, compose_config
+
+    cfg = compose_config([*TINY_RUN, "prompts.n_requests=7", f"prompts.iteration_requests={per_iteration}"])
+    assert [loop.prompt_requests(cfg, t) for t in (1, 2)] == expected
+
+    class Writer:  # records how many requests each call holds; writes one fixed line for each
+        def generate(self, requests, sampling, **kwargs):
+            asked.append(len(requests))
+            return [["sort: 3 1 2"] for _ in requests]
+
+    asked = []
+    monkeypatch.setattr(loop._Models, "get", lambda self, path: Writer())
+    run_dir = tmp_path / "run"
+    for name in ("data", "m0", "m1", "m2"):  # the writer's inputs; both rounds' prompts written again
+        shutil.copytree(tiny_run / name, run_dir / name, ignore=shutil.ignore_patterns("prompts*"))
+    loop.stage_prompts(cfg, run_dir, 1)
+    loop.stage_prompts(cfg, run_dir, 2)
+    assert asked == expected
+
+
 @pytest.mark.parametrize("until, expected", [(0, [True, True]), (1, [True, False]), (2, [True, True])])
 def test_dpo_groups_by_length_up_to_its_last_iteration(until, expected, tiny_run, tmp_path, monkeypatch):
     """training.dpo.group_by_length_until_iteration: iterations up to it batch DPO's rows by length,

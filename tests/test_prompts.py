@@ -72,3 +72,28 @@ def test_rouge_l_bound_never_below_rouge_l_and_the_filter_keeps_what_brute_force
             pool.append(text)
         assert kept == expected
         assert report.kept == len(expected)
+
+
+def test_prompt_filter_benchmark_keeps_what_the_run_kept(tmp_path):
+    """scripts/bench_prompt_filter.py on a small run folder: the filter and its every-prompt
+    reference keep the same outputs, which are the run's own second-round prompts."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from selfreward.rundir import write_jsonl
+
+    seeds = ["sort: 3 1 2", "unique: 4 4 1"]
+    first = ["evens: 2 5 8", "sort: 9 0"]
+    outputs = ["sort: 3 1 2", "Sort: 3 1 2\nmore", "evens: 2 5 8 ", "sort: 7 7 1", "x", "sort: 7 7 1", "unique: 5 6"]
+    kept, _ = filter_prompts([o.split("\n")[0] for o in outputs], seeds + first, min_chars=5, max_chars=60,
+                             max_rouge_l=0.99)
+    assert kept == ["sort: 7 7 1", "unique: 5 6"]  # exact and near duplicates (case), too short, repeats gone
+    write_jsonl(tmp_path / "data" / "ift.jsonl", [{"prompt": p, "response": "-"} for p in seeds])
+    write_jsonl(tmp_path / "m2" / "prompts.jsonl", [{"prompt": p} for p in first])
+    write_jsonl(tmp_path / "m3" / "prompts_raw.jsonl", [{"request": "r", "output": o} for o in outputs])
+    write_jsonl(tmp_path / "m3" / "prompts.jsonl", [{"prompt": p} for p in kept])
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_prompt_filter.py"
+    out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, check=True).stdout
+    assert "same kept prompts: True (2 kept)" in out
+    assert "same as the run's m3/prompts.jsonl: True" in out

@@ -166,8 +166,8 @@ def filter_prompts(
     """
     report = FilterReport()
     seen = {p.strip() for p in existing}
-    # Each text's words once (not once per comparison): the filter compares every output with the
-    # whole pool, seed prompts included.
+    # Each text's words once (not once per comparison), grouped by length: an output is checked
+    # against the whole pool, seed prompts included, without a comparison with each of them.
     pool = _Pool(existing)
     kept: list[str] = []
     banned = [k.lower() for k in banned_keywords]

@@ -82,7 +82,8 @@ from selfreward.rundir import (
     write_text,
 )
 from selfreward.tracking import Tracker
-from selfreward.training import dpo_epochs, dpo_groups_by_length, iteration_lr_scale, train_dpo, train_sft
+from selfreward.training import (dpo_epochs, dpo_groups_by_length, iteration_lr_scale, iteration_value, train_dpo,
+                                 train_sft)
 
 log = logging.getLogger(__name__)
 
@@ -229,10 +230,7 @@ HIGH_UNREAD_SHARE = 0.2
 def prompt_requests(cfg, t: int) -> int:
     """Self-instruction requests in iteration t (t >= 1): ``prompts.iteration_requests[t-1]`` where
     the list reaches that far, else ``prompts.n_requests``."""
-    if t < 1:
-        raise ValueError(f"iterations are numbered from 1, got {t}")
-    per_iteration = list(cfg.prompts.iteration_requests)
-    return int(per_iteration[t - 1]) if t <= len(per_iteration) else int(cfg.prompts.n_requests)
+    return int(iteration_value(cfg.prompts.iteration_requests, t, cfg.prompts.n_requests))
 
 
 def write_prompts(engine: Engine, data: SeedData, cfg, *, seed: int, out: Path, earlier: list[str],

@@ -106,13 +106,19 @@ def dpo_groups_by_length(dpo_cfg, t: int) -> bool:
     return bool(dpo_cfg.group_by_length) and (until == 0 or t <= until)
 
 
+def iteration_value(per_iteration, t: int, default):
+    """Iteration ``t``'s value of a per-iteration list setting: its ``t``-th entry where the list
+    reaches that far, else ``default`` (iterations are numbered from 1)."""
+    if t < 1:
+        raise ValueError(f"iterations are numbered from 1, got {t}")
+    per_iteration = list(per_iteration)
+    return per_iteration[t - 1] if t <= len(per_iteration) else default
+
+
 def dpo_epochs(dpo_cfg, t: int) -> float:
     """The epochs of iteration ``t``'s DPO: ``training.dpo.iteration_epochs[t-1]`` where the list
     reaches that far, else ``training.dpo.epochs``."""
-    if t < 1:
-        raise ValueError(f"iterations are numbered from 1, got {t}")
-    per_iteration = list(dpo_cfg.iteration_epochs)
-    return float(per_iteration[t - 1]) if t <= len(per_iteration) else float(dpo_cfg.epochs)
+    return float(iteration_value(dpo_cfg.iteration_epochs, t, dpo_cfg.epochs))
 
 
 def iteration_lr_scale(training_cfg, t: int) -> float:

@@ -111,12 +111,13 @@ def test_defaults():
     assert (recipe.generation.n_candidates, recipe.judge.repeats, recipe.processes) == (16, 1, 2)
 
 
-def test_the_default_is_judge_mid_with_3000_then_2000_seed_rows():
+def test_the_default_is_judge_mid_with_3000_then_2000_seed_rows_on_three_layers():
     # conf/recipe/builtin.yaml repeats the experiment chain judge_trace -> ... -> judge_mid with
-    # the two settings measured on top of it (docs/results.md): the two must not drift apart.
+    # the settings measured on top of it (docs/results.md): the two must not drift apart.
     default = dict(_flat(OmegaConf.to_container(_compose(), resolve=False)))
     measured = dict(_flat(OmegaConf.to_container(_compose(
-        ["experiment=judge_mid", "training.eft_pairs_rows=3000", "training.eft_pairs_rows_decay=0.6667"]),
+        ["experiment=judge_mid", "training.eft_pairs_rows=3000", "training.eft_pairs_rows_decay=0.6667",
+         "model.num_layers=3", "training.dpo.iteration_epochs=[4,2]"]),
         resolve=False)))
     differ = {k: (default.get(k), measured.get(k)) for k in default.keys() | measured.keys()
               if default.get(k) != measured.get(k)}
